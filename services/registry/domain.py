@@ -1,0 +1,202 @@
+"""The citizen account aggregate: its events, its state machine and the rules it enforces."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+# Account states (the registration and account lifecycle).
+NONE = "none"
+RECEIVED = "received"
+APPROVED = "approved"
+REJECTED = "rejected"
+ACTIVATED = "activated"
+LOCKED = "locked"
+REVOKED = "revoked"
+
+# Citizen statuses, orthogonal to the account state.
+NORMAL = "normal"
+DECEASED = "deceased"
+EMIGRATED = "emigrated"
+ABSENT = "absent"
+
+# The one state machine of an account: (action, current state) -> next state.
+ACCOUNT_TRANSITIONS: dict[tuple[str, str], str] = {
+    ("register", NONE): RECEIVED,
+    ("register", REJECTED): RECEIVED,  # a retake, e.g. unreadable fingerprints
+    ("approve", RECEIVED): APPROVED,
+    ("reject", RECEIVED): REJECTED,
+    ("activate", APPROVED): ACTIVATED,
+    ("lock", ACTIVATED): LOCKED,
+    ("unlock", LOCKED): ACTIVATED,
+    ("revoke", APPROVED): REVOKED,
+    ("revoke", ACTIVATED): REVOKED,
+    ("revoke", LOCKED): REVOKED,
+}
+
+# Citizen status changes: (status asked for, current citizen status) -> next citizen status.
+CITIZEN_TRANSITIONS: dict[tuple[str, str], str] = {
+    ("deceased", NORMAL): DECEASED,
+    ("deceased", EMIGRATED): DECEASED,
+    ("deceased", ABSENT): DECEASED,
+    ("emigrated", NORMAL): EMIGRATED,
+    ("emigrated", ABSENT): EMIGRATED,
+    ("absent", NORMAL): ABSENT,
+    ("returned", EMIGRATED): NORMAL,
+    ("returned", ABSENT): NORMAL,
+}
+
+ACCOUNT_STATUS_ACTIONS = {"locked": "lock", "unlocked": "unlock", "revoked": "revoke"}
+CITIZEN_STATUSES = {"deceased", "emigrated", "absent", "returned"}
+STATUS_VALUES = frozenset(ACCOUNT_STATUS_ACTIONS) | CITIZEN_STATUSES
+
+
+class RuleViolationError(Exception):
+    """A command that the citizen's history does not allow."""
+
+    def __init__(self, rule: str, message: str, state: dict[str, str]) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.message = message
+        self.state = state
+
+
+def next_account_state(action: str, state: str, citizen_status: str) -> str:
+    """The state after `action`, or RuleViolationError naming the rule that refuses it."""
+    current = {"account_state": state, "citizen_status": citizen_status}
+    if citizen_status == DECEASED:
+        raise RuleViolationError("citizen_deceased", "the citizen is recorded as deceased", current)
+    if state == REVOKED:
+        raise RuleViolationError("account_revoked", "the account is revoked (final)", current)
+    if action == "activate" and citizen_status in (EMIGRATED, ABSENT):
+        raise RuleViolationError(
+            "citizen_not_present",
+            f"activation is blocked while the citizen is {citizen_status}",
+            current,
+        )
+    try:
+        return ACCOUNT_TRANSITIONS[(action, state)]
+    except KeyError:
+        rule = {
+            "register": "one_open_registration",
+            "activate": "activation_requires_approval",
+        }.get(action, "invalid_transition")
+        raise RuleViolationError(rule, f"cannot {action} an account in state {state}", current)
+
+
+def next_citizen_status(status: str, citizen_status: str, state: str) -> str:
+    current = {"account_state": state, "citizen_status": citizen_status}
+    try:
+        return CITIZEN_TRANSITIONS[(status, citizen_status)]
+    except KeyError:
+        rule = "citizen_deceased" if citizen_status == DECEASED else "invalid_transition"
+        raise RuleViolationError(
+            rule, f"cannot record {status} for a citizen who is {citizen_status}", current
+        )
+
+
+class Account(Aggregate):
+    """One citizen's level-2 e-ID account; its id is the pseudonymous account id."""
+
+    @event("RegistrationReceived")
+    def __init__(self, citizen_id: str, registration: dict[str, Any], occurred_at: str) -> None:
+        self.citizen_id = citizen_id
+        self.state = RECEIVED
+        self.citizen_status = NORMAL
+        self.attempts = 1
+        self._take(registration)
+
+    def _take(self, registration: dict[str, Any]) -> None:
+        self.registration = registration
+        self.commune_code: str = registration["commune_code"]
+        self.province_code: str = registration["province_code"]
+
+    @classmethod
+    def open(
+        cls, account_id: UUID, citizen_id: str, registration: dict[str, Any], occurred_at: str
+    ) -> Account:
+        """A new account, under the id derived from the citizen's personal number."""
+        return cls._create(
+            cls.RegistrationReceived,  # type: ignore[attr-defined]
+            id=account_id,
+            citizen_id=citizen_id,
+            registration=registration,
+            occurred_at=occurred_at,
+        )
+
+    def snapshot_state(self) -> dict[str, str]:
+        return {"account_state": self.state, "citizen_status": self.citizen_status}
+
+    def register_again(self, registration: dict[str, Any], occurred_at: str) -> None:
+        next_account_state("register", self.state, self.citizen_status)
+        self._registration_retaken(registration, occurred_at, self.attempts + 1)
+
+    @event("RegistrationRetaken")
+    def _registration_retaken(
+        self, registration: dict[str, Any], occurred_at: str, attempt: int
+    ) -> None:
+        self.state = RECEIVED
+        self.attempts = attempt
+        self._take(registration)
+
+    def decide(self, decision: str, reason: str, occurred_at: str) -> None:
+        action = "approve" if decision == "approved" else "reject"
+        next_account_state(action, self.state, self.citizen_status)
+        self._registration_decided(decision, reason, occurred_at)
+
+    @event("RegistrationDecided")
+    def _registration_decided(self, decision: str, reason: str, occurred_at: str) -> None:
+        self.state = APPROVED if decision == "approved" else REJECTED
+
+    def activate(self, method: str, occurred_at: str) -> None:
+        next_account_state("activate", self.state, self.citizen_status)
+        self._account_activated(method, occurred_at)
+
+    @event("AccountActivated")
+    def _account_activated(self, method: str, occurred_at: str) -> None:
+        self.state = ACTIVATED
+
+    def change_status(self, status: str, reason: str, source: str, occurred_at: str) -> None:
+        if status in ACCOUNT_STATUS_ACTIONS:
+            action = ACCOUNT_STATUS_ACTIONS[status]
+            new_state = next_account_state(action, self.state, self.citizen_status)
+            new_citizen_status = self.citizen_status
+        elif status in CITIZEN_STATUSES:
+            new_state = self.state
+            new_citizen_status = next_citizen_status(status, self.citizen_status, self.state)
+        else:
+            raise ValueError(f"unknown status {status!r}")
+        self._status_changed(status, reason, source, occurred_at, new_state, new_citizen_status)
+
+    @event("StatusChanged")
+    def _status_changed(
+        self,
+        status: str,
+        reason: str,
+        source: str,
+        occurred_at: str,
+        account_state: str,
+        citizen_status: str,
+    ) -> None:
+        self.state = account_state
+        self.citizen_status = citizen_status
+
+
+class CommandReceipt(Aggregate):
+    """Proof that a client command was applied once, with the result it got."""
+
+    @event("CommandApplied")
+    def __init__(self, digest: str, result: dict[str, Any]) -> None:
+        self.digest = digest
+        self.result = result
+
+    @classmethod
+    def record(cls, receipt_id: UUID, digest: str, result: dict[str, Any]) -> CommandReceipt:
+        return cls._create(
+            cls.CommandApplied,  # type: ignore[attr-defined]
+            id=receipt_id,
+            digest=digest,
+            result=result,
+        )

@@ -1,0 +1,91 @@
+"""Settings for every service, read once from the environment into a frozen dataclass."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+ROLES = ("station", "auditor", "viewer", "admin")
+
+
+@dataclass(frozen=True)
+class Settings:
+    var_dir: Path
+    persistence_module: str
+    sqlite_path: Path
+    postgres_dsn: str
+    kafka_bootstrap: str
+    kafka_topic: str
+    clickhouse_url: str
+    projector_group: str
+    api_host: str
+    api_port: int
+    pseudonym_secret: bytes
+    auth_tokens: Mapping[str, str] = field(default_factory=dict)  # token -> role
+    campaign_start: datetime = datetime.fromisoformat("2022-01-01T00:00:00+07:00")
+    max_future_seconds: int = 300
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.kafka_topic}.dlq"
+
+    def eventsourcing_env(self) -> dict[str, str]:
+        """The environment the eventsourcing library reads to pick its event store."""
+        env = {"PERSISTENCE_MODULE": self.persistence_module}
+        if self.persistence_module.endswith("sqlite"):
+            env["SQLITE_DBNAME"] = str(self.sqlite_path)
+            env["SQLITE_LOCK_TIMEOUT"] = "30"
+        return env
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        var_dir = Path(env.get("VAR_DIR", "var")).resolve()
+        var_dir.mkdir(parents=True, exist_ok=True)
+        return cls(
+            var_dir=var_dir,
+            persistence_module=env.get("PERSISTENCE_MODULE", "eventsourcing.sqlite"),
+            sqlite_path=Path(env.get("SQLITE_DBNAME", str(var_dir / "events.sqlite"))),
+            postgres_dsn=env.get("POSTGRES_DSN", ""),
+            kafka_bootstrap=env.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+            kafka_topic=env.get("KAFKA_TOPIC", "citizen-events"),
+            clickhouse_url=env.get("CLICKHOUSE_URL", f"chdb://{var_dir / 'chdb'}"),
+            projector_group=env.get("PROJECTOR_GROUP", "projector-read-models"),
+            api_host=env.get("API_HOST", "127.0.0.1"),
+            api_port=int(env.get("API_PORT", "8060")),
+            pseudonym_secret=_pseudonym_secret(env, var_dir),
+            auth_tokens=parse_auth_tokens(env.get("AUTH_TOKENS", "")),
+            campaign_start=datetime.fromisoformat(
+                env.get("CAMPAIGN_START", "2022-01-01T00:00:00+07:00")
+            ),
+        )
+
+
+def parse_auth_tokens(spec: str) -> dict[str, str]:
+    """Parse `role=token,role=token` into a token -> role mapping."""
+    tokens: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        role, sep, token = item.partition("=")
+        if not sep or role not in ROLES or not token:
+            raise ValueError(f"AUTH_TOKENS item {role!r} must be role=token, role in {ROLES}")
+        tokens[token] = role
+    return tokens
+
+
+def _pseudonym_secret(env: Mapping[str, str], var_dir: Path) -> bytes:
+    """The key of the account pseudonym; a development default is generated under var/."""
+    if env.get("PSEUDONYM_SECRET"):
+        return env["PSEUDONYM_SECRET"].encode()
+    path = var_dir / "pseudonym.key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
