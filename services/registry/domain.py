@@ -129,13 +129,30 @@ class Account(Aggregate):
     def snapshot_state(self) -> dict[str, str]:
         return {"account_state": self.state, "citizen_status": self.citizen_status}
 
+    def subject(self) -> dict[str, str]:
+        """Who and where: carried on every event so that readers need no lookups."""
+        return {
+            "citizen_id": self.citizen_id,
+            "commune_code": self.commune_code,
+            "province_code": self.province_code,
+        }
+
     def register_again(self, registration: dict[str, Any], occurred_at: str) -> None:
         next_account_state("register", self.state, self.citizen_status)
-        self._registration_retaken(registration, occurred_at, self.attempts + 1)
+        subject = {
+            "citizen_id": self.citizen_id,
+            "commune_code": registration["commune_code"],
+            "province_code": registration["province_code"],
+        }
+        self._registration_retaken(subject, registration, occurred_at, self.attempts + 1)
 
     @event("RegistrationRetaken")
     def _registration_retaken(
-        self, registration: dict[str, Any], occurred_at: str, attempt: int
+        self,
+        subject: dict[str, str],
+        registration: dict[str, Any],
+        occurred_at: str,
+        attempt: int,
     ) -> None:
         self.state = RECEIVED
         self.attempts = attempt
@@ -144,18 +161,20 @@ class Account(Aggregate):
     def decide(self, decision: str, reason: str, occurred_at: str) -> None:
         action = "approve" if decision == "approved" else "reject"
         next_account_state(action, self.state, self.citizen_status)
-        self._registration_decided(decision, reason, occurred_at)
+        self._registration_decided(self.subject(), decision, reason, occurred_at)
 
     @event("RegistrationDecided")
-    def _registration_decided(self, decision: str, reason: str, occurred_at: str) -> None:
+    def _registration_decided(
+        self, subject: dict[str, str], decision: str, reason: str, occurred_at: str
+    ) -> None:
         self.state = APPROVED if decision == "approved" else REJECTED
 
     def activate(self, method: str, occurred_at: str) -> None:
         next_account_state("activate", self.state, self.citizen_status)
-        self._account_activated(method, occurred_at)
+        self._account_activated(self.subject(), method, occurred_at)
 
     @event("AccountActivated")
-    def _account_activated(self, method: str, occurred_at: str) -> None:
+    def _account_activated(self, subject: dict[str, str], method: str, occurred_at: str) -> None:
         self.state = ACTIVATED
 
     def change_status(self, status: str, reason: str, source: str, occurred_at: str) -> None:
@@ -168,11 +187,14 @@ class Account(Aggregate):
             new_citizen_status = next_citizen_status(status, self.citizen_status, self.state)
         else:
             raise ValueError(f"unknown status {status!r}")
-        self._status_changed(status, reason, source, occurred_at, new_state, new_citizen_status)
+        self._status_changed(
+            self.subject(), status, reason, source, occurred_at, new_state, new_citizen_status
+        )
 
     @event("StatusChanged")
     def _status_changed(
         self,
+        subject: dict[str, str],
         status: str,
         reason: str,
         source: str,

@@ -1,0 +1,38 @@
+"""Run the relay: `python -m services.relay --help`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+from services.registry.application import Registry
+from services.relay.relay import Relay, RelayOptions, wait_for_broker
+from services.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.relay",
+        description="Publish the registry's events to Kafka, in order, exactly once. "
+        "Reads VAR_DIR, SQLITE_DBNAME / PERSISTENCE_MODULE, KAFKA_BOOTSTRAP, KAFKA_TOPIC.",
+    )
+    parser.add_argument("--batch-size", type=int, default=500, help="events per transaction")
+    parser.add_argument("--partitions", type=int, default=3, help="partitions if it creates the topic")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s relay %(levelname)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+    settings = Settings.from_env()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    wait_for_broker(settings)
+    relay = Relay(settings, Registry(settings), RelayOptions(args.batch_size, 0.02, args.partitions))
+    relay.run(stop)
+    logging.getLogger(__name__).info("relay stopped at position %d", relay.position)
+
+
+if __name__ == "__main__":
+    main()

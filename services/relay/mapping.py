@@ -1,0 +1,84 @@
+"""Turns the registry's domain events into the public Avro records of topic citizen-events."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from eventsourcing.domain import DomainEvent
+from eventsourcing.utils import get_topic
+
+from services.registry.domain import Account
+from services.registry.identity import event_id
+
+NAMESPACE = "vn.project06.eid."
+
+# Domain event class -> (public event type, Avro payload record name).
+_PUBLIC: dict[type, tuple[str, str]] = {
+    Account.RegistrationReceived: ("registration_received", "RegistrationReceived"),  # type: ignore[attr-defined]
+    Account.RegistrationRetaken: ("registration_received", "RegistrationReceived"),  # type: ignore[attr-defined]
+    Account.RegistrationDecided: ("registration_decided", "RegistrationDecided"),  # type: ignore[attr-defined]
+    Account.AccountActivated: ("account_activated", "AccountActivated"),  # type: ignore[attr-defined]
+    Account.StatusChanged: ("status_changed", "StatusChanged"),  # type: ignore[attr-defined]
+}
+
+# The event-store topics the relay publishes; everything else (command receipts) stays inside.
+PUBLIC_TOPICS: tuple[str, ...] = tuple(get_topic(cls) for cls in _PUBLIC)
+
+
+def _payload(event: Any, record_name: str) -> dict[str, Any]:
+    if record_name == "RegistrationReceived":
+        reg = event.registration
+        return {
+            "full_name": reg["full_name"],
+            "date_of_birth": date.fromisoformat(reg["date_of_birth"]),
+            "sex": reg["sex"],
+            "station_id": reg["station_id"],
+            "device_id": reg["device_id"],
+            "operator_id": reg["operator_id"],
+            "channel": reg["channel"],
+            "phone": reg["phone"],
+            "attempt": getattr(event, "attempt", 1),
+        }
+    if record_name == "RegistrationDecided":
+        return {"decision": event.decision, "reason": event.reason}
+    if record_name == "AccountActivated":
+        return {"method": event.method}
+    return {
+        "status": event.status,
+        "reason": event.reason,
+        "source": event.source,
+        "account_state": event.account_state,
+        "citizen_status": event.citizen_status,
+    }
+
+
+def _subject(event: Any) -> dict[str, str]:
+    if hasattr(event, "subject"):
+        return event.subject  # type: ignore[no-any-return]
+    # The created event holds the citizen and the registration it came from.
+    reg = event.registration
+    return {
+        "citizen_id": event.citizen_id,
+        "commune_code": reg["commune_code"],
+        "province_code": reg["province_code"],
+    }
+
+
+def to_record(event: DomainEvent, position: int) -> dict[str, Any]:
+    """The public record of one domain event at `position` in the store's total order."""
+    event_type, record_name = _PUBLIC[type(event)]
+    subject = _subject(event)
+    return {
+        "event_id": str(event_id(event.originator_id, event.originator_version)),
+        "event_type": event_type,
+        "account_id": str(event.originator_id),
+        "sequence": event.originator_version,
+        "position": position,
+        "citizen_id": subject["citizen_id"],
+        "occurred_at": datetime.fromisoformat(event.occurred_at),  # type: ignore[attr-defined]
+        "recorded_at": event.timestamp,
+        "province_code": subject["province_code"],
+        "commune_code": subject["commune_code"],
+        "payload": (NAMESPACE + record_name, _payload(event, record_name)),
+    }

@@ -1,0 +1,185 @@
+"""The relay: follows the event store's notification log in order and publishes it to Kafka.
+
+Exactly once: each batch is one Kafka transaction under a stable transactional id, and the
+position reached is read back from the topic itself (the highest `position` committed), so
+a relay killed at any instant resumes after the last committed batch; the new producer's
+`init_transactions()` fences the dead one and aborts whatever it left open.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from schemas.codec import SerializationError, citizen_event_codec
+from services.registry.application import Registry
+from services.relay.mapping import PUBLIC_TOPICS, to_record
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RelayOptions:
+    batch_size: int = 500
+    idle_sleep: float = 0.02
+    partitions: int = 3
+
+
+def ensure_topic(settings: Settings, topic: str, partitions: int) -> None:
+    """Create `topic` unless it exists (idempotent, safe to race)."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="eid-admin")
+    try:
+        if topic not in admin.list_topics():
+            admin.create_topics([NewTopic(topic, partitions, 1)])
+            log.info("created topic %s with %d partitions", topic, partitions)
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        admin.close()
+
+
+def committed_position(settings: Settings, window: int = 64) -> int:
+    """The highest store position already committed on the topic (0 if none)."""
+    codec = citizen_event_codec()
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        consumer_timeout_ms=2000,
+    )
+    try:
+        parts = [TopicPartition(settings.kafka_topic, p)
+                 for p in consumer.partitions_for_topic(settings.kafka_topic) or ()]
+        best = 0
+        for tp in parts:
+            best = max(best, _last_position(consumer, codec, tp, window))
+        return best
+    finally:
+        consumer.close()
+
+
+def _last_position(consumer: KafkaConsumer, codec, tp: TopicPartition, window: int) -> int:  # type: ignore[no-untyped-def]
+    """Walk back from the end of one partition until a committed record is found."""
+    consumer.assign([tp])
+    begin = consumer.beginning_offsets([tp])[tp]
+    end = consumer.end_offsets([tp])[tp]  # the last stable offset under read_committed
+    start = end
+    deadline = time.monotonic() + 60
+    while start > begin:
+        start = max(begin, start - window)
+        consumer.seek(tp, start)
+        best = 0
+        while consumer.position(tp) < end:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read the tail of {tp}")
+            batch = consumer.poll(timeout_ms=500, max_records=window)
+            for record in batch.get(tp, []):
+                if record.offset >= end:
+                    break
+                try:
+                    best = max(best, codec.decode(record.value)["position"])
+                except SerializationError:
+                    continue
+        if best:
+            return best
+        window *= 4
+    return 0
+
+
+class Relay:
+    """Publishes every public event of the registry, in store order, exactly once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        options: RelayOptions = RelayOptions(),
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.options = options
+        self.on_batch = on_batch
+        self.codec = citizen_event_codec()
+        self.position = 0
+        self.published = 0
+        self._producer: KafkaProducer | None = None
+
+    def start(self) -> None:
+        ensure_topic(self.settings, self.settings.kafka_topic, self.options.partitions)
+        self._producer = KafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            transactional_id=f"relay-{self.settings.kafka_topic}",
+            compression_type="lz4",
+            linger_ms=5,
+            batch_size=256 * 1024,
+            max_request_size=8 * 1024 * 1024,
+        )
+        self._producer.init_transactions()  # fences and aborts any earlier relay's transaction
+        self.position = committed_position(self.settings)
+        log.info("relay resumes after store position %d", self.position)
+
+    def step(self) -> int:
+        """Publish the next batch in one transaction; returns how many events it held."""
+        assert self._producer is not None, "start() first"
+        notifications = self.registry.recorder.select_notifications(
+            start=self.position,
+            limit=self.options.batch_size,
+            topics=PUBLIC_TOPICS,
+            inclusive_of_start=False,
+        )
+        if not notifications:
+            return 0
+        self._producer.begin_transaction()
+        for n in notifications:
+            record = to_record(self.registry.mapper.to_domain_event(n), n.id)
+            self._producer.send(
+                self.settings.kafka_topic,
+                key=record["account_id"].encode(),
+                value=self.codec.encode(record),
+                headers=[
+                    ("event_type", record["event_type"].encode()),
+                    ("event_id", record["event_id"].encode()),
+                ],
+            )
+        self._producer.commit_transaction()
+        self.position = notifications[-1].id
+        self.published += len(notifications)
+        if self.on_batch:
+            self.on_batch(len(notifications), self.position)
+        return len(notifications)
+
+    def run(self, stop: threading.Event) -> None:
+        self.start()
+        try:
+            while not stop.is_set():
+                if self.step() == 0:
+                    stop.wait(self.options.idle_sleep)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=10)
+            self._producer = None
+
+
+def wait_for_broker(settings: Settings, timeout: float = 60.0) -> None:
+    """Block until the broker answers metadata requests, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            ensure_topic(settings, settings.kafka_topic, RelayOptions().partitions)
+            return
+        except Exception as exc:  # broker not up yet
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Kafka at {settings.kafka_bootstrap} did not answer") from exc
+            time.sleep(0.5)
