@@ -1,0 +1,64 @@
+"""Projector command line: `python -m projections run|stats --help`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+import threading
+
+import orjson
+
+from projections.audit import AuditTrail
+from projections.clickhouse import LockedClient, connect
+from projections.runner import Projector, ProjectorConfig
+
+
+def build(config: ProjectorConfig) -> AuditTrail:
+    client = LockedClient(connect(config.clickhouse_url, config.database))
+    return AuditTrail(client, config.database)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m projections",
+        description="ClickHouse read models of topic citizen-events. Reads KAFKA_BOOTSTRAP, "
+        "KAFKA_TOPIC, PROJECTOR_GROUP, CLICKHOUSE_URL, CLICKHOUSE_DATABASE, VAR_DIR.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="consume the topic into the read models until SIGTERM")
+    run.add_argument("--max-poll-records", type=int, default=5000, help="events per batch")
+    run.add_argument("--progress", action="store_true", help="print one JSON line per batch")
+    sub.add_parser("stats", help="print event counts of the read models as JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s projector %(levelname)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+    config = ProjectorConfig.from_env()
+    trail = build(config)
+    if args.command == "stats":
+        rows = trail.client.query_rows(
+            f"SELECT count(), uniqExact(event_id) FROM {trail.table}"
+        )
+        total, unique = rows[0]
+        print(orjson.dumps({"rows": total, "unique_events": unique,
+                            "by_type": trail.totals()}).decode())
+        return
+
+    config = dataclasses.replace(config, max_poll_records=args.max_poll_records)
+    projector = Projector(config, trail)
+    if args.progress:
+        def report(events: list[dict[str, object]]) -> None:
+            print(orjson.dumps({"stored": projector.stored}).decode(), flush=True)
+        projector.on_batch = report
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    projector.run(stop)
+    print(f"projector stopped after storing {projector.stored} events", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The audit-trail read model (SQL in audit.sql): rows from events, history and hourly counts."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from projections.clickhouse import LockedClient
+
+COLUMNS = [
+    "event_id", "event_type", "account_id", "sequence", "position", "occurred_at",
+    "recorded_at", "province_code", "commune_code", "station_id", "device_id", "operator_id",
+    "channel", "phone", "detail", "kafka_partition", "kafka_offset",
+]  # fmt: skip
+
+_WHERE_FIELDS = ("station_id", "device_id", "operator_id", "channel", "phone")
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, date | datetime | UUID):
+        return value.isoformat() if not isinstance(value, UUID) else str(value)
+    raise TypeError(type(value).__name__)
+
+
+def to_row(event: dict[str, Any], partition: int, offset: int) -> list[Any]:
+    """One audit row; the personal number itself is not stored in the read model."""
+    payload = dict(event["payload"])
+    where = [str(payload.pop(name, "")) for name in _WHERE_FIELDS]
+    return [
+        event["event_id"], event["event_type"], event["account_id"], event["sequence"],
+        event["position"], event["occurred_at"], event["recorded_at"], event["province_code"],
+        event["commune_code"], *where,
+        orjson.dumps(payload, default=_json_default).decode(), partition, offset,
+    ]  # fmt: skip
+
+
+class AuditTrail:
+    """Reads and writes the audit trail in one ClickHouse database."""
+
+    def __init__(self, client: LockedClient, database: str) -> None:
+        self.client = client
+        self.table = f"{database}.audit_events"
+
+    def store(self, rows: list[list[Any]]) -> None:
+        if rows:
+            self.client.insert(self.table, rows, COLUMNS)
+
+    def stored_offsets(self) -> dict[int, int]:
+        """partition -> highest Kafka offset already stored."""
+        sql = f"SELECT kafka_partition, max(kafka_offset) FROM {self.table} GROUP BY kafka_partition"
+        return {int(p): int(o) for p, o in self.client.query_rows(sql)}
+
+    def history(self, account_id: UUID) -> list[dict[str, Any]]:
+        sql = (
+            f"SELECT event_id, event_type, sequence, position, occurred_at, recorded_at, "
+            f"province_code, commune_code, station_id, device_id, operator_id, channel, phone, "
+            f"detail FROM {self.table} WHERE account_id = {{a:UUID}} ORDER BY sequence"
+        )
+        names = ["event_id", "event_type", "sequence", "position", "occurred_at", "recorded_at",
+                 "province_code", "commune_code", "station_id", "device_id", "operator_id",
+                 "channel", "phone", "detail"]  # fmt: skip
+        out = []
+        for row in self.client.query_rows(sql, {"a": str(account_id)}):
+            item = dict(zip(names, row, strict=True))
+            item["event_id"] = str(item["event_id"])
+            item["detail"] = orjson.loads(item["detail"])
+            out.append(item)
+        return out
+
+    def hourly(
+        self, level: str, code: str, since: datetime, until: datetime
+    ) -> list[tuple[datetime, str, int]]:
+        """(hour, event_type, count) by the hour the events happened, for a commune or province."""
+        column = "commune_code" if level == "commune" else "province_code"
+        sql = (
+            f"SELECT toStartOfHour(occurred_at) AS hour, event_type, count() FROM {self.table} "
+            f"WHERE {column} = {{code:String}} AND occurred_at >= {{since:DateTime64(3)}} "
+            f"AND occurred_at < {{until:DateTime64(3)}} GROUP BY hour, event_type "
+            f"ORDER BY hour, event_type"
+        )
+        rows = self.client.query_rows(sql, {"code": code, "since": since, "until": until})
+        return [(hour, event_type, int(n)) for hour, event_type, n in rows]
+
+    def totals(self) -> dict[str, int]:
+        sql = f"SELECT event_type, count() FROM {self.table} GROUP BY event_type"
+        return {t: int(n) for t, n in self.client.query_rows(sql)}

@@ -1,0 +1,33 @@
+-- The audit trail: every event of every citizen, one row each, in account order.
+-- Rows of one Kafka batch are written in one INSERT (one part, atomic); kafka_partition and
+-- kafka_offset let the projector resume exactly after the last stored row.
+-- The `hourly` projection keeps counts per event hour x commune x event type inside each part,
+-- so the counts are written in the same atomic step as the rows they count.
+CREATE TABLE IF NOT EXISTS {db}.audit_events
+(
+    event_id        UUID,
+    event_type      LowCardinality(String),
+    account_id      UUID,
+    sequence        UInt32,
+    position        UInt64,
+    occurred_at     DateTime64(3, 'UTC'),
+    recorded_at     DateTime64(3, 'UTC'),
+    projected_at    DateTime64(3, 'UTC') DEFAULT now64(3),
+    province_code   LowCardinality(String),
+    commune_code    LowCardinality(String),
+    station_id      String,
+    device_id       String,
+    operator_id     String,
+    channel         LowCardinality(String),
+    phone           LowCardinality(String),
+    detail          String,
+    kafka_partition UInt16,
+    kafka_offset    UInt64,
+    PROJECTION hourly
+    (
+        SELECT province_code, commune_code, toStartOfHour(occurred_at), event_type, count()
+        GROUP BY province_code, commune_code, toStartOfHour(occurred_at), event_type
+    )
+)
+ENGINE = MergeTree
+ORDER BY (account_id, sequence);

@@ -1,0 +1,51 @@
+"""The one place that builds ClickHouse clients (chdb:// embedded or http:// server) and DDL."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+SQL_DIR = Path(__file__).parent
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def connect(url: str, database: str) -> Client:
+    """A client on `url`, with `database` created if missing and its read-model tables made."""
+    if not _IDENT.match(database):
+        raise ValueError(f"invalid ClickHouse database name {database!r}")
+    client = clickhouse_connect.get_client(dsn=url)
+    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    for path in sorted(SQL_DIR.glob("*.sql")):
+        for statement in _statements(path.read_text()):
+            client.command(statement.format(db=database))
+    return client
+
+
+def _statements(sql: str) -> list[str]:
+    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+class LockedClient:
+    """Serialises use of one client across threads (the embedded engine's handle is not shared-safe)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return list(self._client.query(sql, parameters=parameters).result_rows)
+
+    def insert(self, table: str, rows: list[list[Any]], column_names: list[str]) -> None:
+        with self._lock:
+            self._client.insert(table, rows, column_names=column_names)
+
+    def command(self, sql: str) -> Any:
+        with self._lock:
+            return self._client.command(sql)

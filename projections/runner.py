@@ -1,0 +1,163 @@
+"""The projector: a consumer group on citizen-events that writes the ClickHouse read models.
+
+Checkpoint order, kept on every batch: store rows (one INSERT) -> flush dead letters ->
+commit offsets. On every partition assignment the consumer seeks to the offset after the
+last row ClickHouse holds for that partition, so a crash between storing and committing
+neither loses nor repeats a row, and an emptied read model is rebuilt from offset zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+
+from projections.audit import AuditTrail, to_row
+from schemas.codec import SerializationError, citizen_event_codec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProjectorConfig:
+    bootstrap: str
+    topic: str
+    group: str
+    clickhouse_url: str = "chdb://:memory:"
+    database: str = "eid"
+    max_poll_records: int = 5000
+    poll_timeout_ms: int = 100
+    session_timeout_ms: int = 6000
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ProjectorConfig:
+        """Read the same variables as the services (KAFKA_*, CLICKHOUSE_*, VAR_DIR)."""
+        env = dict(os.environ if environ is None else environ)
+        var_dir = Path(env.get("VAR_DIR", "var")).resolve()
+        return cls(
+            bootstrap=env.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+            topic=env.get("KAFKA_TOPIC", "citizen-events"),
+            group=env.get("PROJECTOR_GROUP", "projector-read-models"),
+            clickhouse_url=env.get("CLICKHOUSE_URL", f"chdb://{var_dir / 'chdb'}"),
+            database=env.get("CLICKHOUSE_DATABASE", "eid"),
+            session_timeout_ms=int(env.get("KAFKA_SESSION_TIMEOUT_MS", "6000")),
+        )
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic}.dlq"
+
+
+class _ResumeFromReadModel(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, projector: Projector) -> None:
+        self.projector = projector
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.projector.resume(list(assigned))
+
+
+class Projector:
+    """Consumes, decodes, stores, then commits; undecodable messages go to the DLQ."""
+
+    def __init__(
+        self,
+        config: ProjectorConfig,
+        trail: AuditTrail,
+        on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.trail = trail
+        self.on_batch = on_batch
+        self.codec = citizen_event_codec()
+        self.stored = 0
+        self.dead_letters = 0
+        self._consumer: KafkaConsumer | None = None
+        self._dlq: KafkaProducer | None = None
+
+    def start(self) -> None:
+        c = self.config
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=c.bootstrap,
+            group_id=c.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=c.max_poll_records,
+            session_timeout_ms=c.session_timeout_ms,
+            heartbeat_interval_ms=max(500, c.session_timeout_ms // 3),
+            fetch_max_wait_ms=100,
+        )
+        self._consumer.subscribe([c.topic], listener=_ResumeFromReadModel(self))
+
+    def resume(self, assigned: list[TopicPartition]) -> None:
+        assert self._consumer is not None
+        stored = self.trail.stored_offsets()
+        for tp in assigned:
+            if tp.partition in stored:
+                self._consumer.seek(tp, stored[tp.partition] + 1)
+            else:
+                self._consumer.seek_to_beginning(tp)
+        log.info("assigned %s, resuming after stored offsets %s",
+                 sorted(tp.partition for tp in assigned), stored)
+
+    def step(self) -> int:
+        """One poll -> store -> commit cycle; returns the number of events stored."""
+        assert self._consumer is not None, "start() first"
+        polled = self._consumer.poll(timeout_ms=self.config.poll_timeout_ms)
+        if not polled:
+            return 0
+        rows, events = [], []
+        for tp, records in polled.items():
+            for record in records:
+                try:
+                    event = self.codec.decode(record.value)
+                except SerializationError as exc:
+                    self._dead_letter(record, str(exc))
+                    continue
+                rows.append(to_row(event, tp.partition, record.offset))
+                events.append(event)
+        self.trail.store(rows)
+        if self._dlq is not None:
+            self._dlq.flush()
+        self._consumer.commit()
+        self.stored += len(rows)
+        if self.on_batch and events:
+            self.on_batch(events)
+        return len(rows)
+
+    def _dead_letter(self, record: Any, reason: str) -> None:
+        if self._dlq is None:
+            self._dlq = KafkaProducer(bootstrap_servers=self.config.bootstrap)
+        headers = list(record.headers or []) + [
+            ("dlq_reason", reason.encode()),
+            ("dlq_source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+        ]
+        self._dlq.send(self.config.dlq_topic, key=record.key, value=record.value, headers=headers)
+        self.dead_letters += 1
+        log.warning("dead-lettered %s/%d/%d: %s", record.topic, record.partition,
+                    record.offset, reason)
+
+    def run(self, stop: threading.Event) -> None:
+        self.start()
+        try:
+            while not stop.is_set():
+                self.step()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close(autocommit=False)
+            self._consumer = None
+        if self._dlq is not None:
+            self._dlq.close(timeout=10)
+            self._dlq = None
