@@ -21,6 +21,7 @@ class Settings:
     kafka_bootstrap: str
     kafka_topic: str
     clickhouse_url: str
+    clickhouse_database: str
     projector_group: str
     api_host: str
     api_port: int
@@ -54,6 +55,7 @@ class Settings:
             kafka_bootstrap=env.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
             kafka_topic=env.get("KAFKA_TOPIC", "citizen-events"),
             clickhouse_url=env.get("CLICKHOUSE_URL", f"chdb://{var_dir / 'chdb'}"),
+            clickhouse_database=env.get("CLICKHOUSE_DATABASE", "eid"),
             projector_group=env.get("PROJECTOR_GROUP", "projector-read-models"),
             api_host=env.get("API_HOST", "127.0.0.1"),
             api_port=int(env.get("API_PORT", "8060")),

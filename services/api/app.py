@@ -1,0 +1,217 @@
+"""The HTTP API: commands in, history and progress out. `create_app(settings)` builds it all."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.responses import ORJSONResponse
+
+from projections.audit import AuditTrail
+from projections.clickhouse import LockedClient, connect
+from projections.runner import Projector, ProjectorConfig
+from services.api import intake
+from services.api.auth import require
+from services.api.errors import ApiError, install
+from services.api.models import ActivationIn, DecisionIn, RegistrationIn, StatusChangeIn
+from services.registry.application import Outcome, Registry
+from services.registry.commands import Command
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+PersonalNumberPath = Annotated[str, Path(pattern=r"^[0-9]{12}$")]
+COMMANDS = Depends(require("station"))
+AUDIT = Depends(require("auditor"))
+READ = Depends(require("viewer", "auditor", "station"))
+
+
+@dataclass
+class Backbone:
+    """What the API talks to: the registry (write side) and the read models."""
+
+    settings: Settings
+    registry: Registry
+    trail: AuditTrail
+    projector: Projector | None = None
+    stop: threading.Event | None = None
+    thread: threading.Thread | None = None
+
+    def submit(self, command: Command) -> Outcome:
+        return self.registry.submit(command)
+
+
+def build(settings: Settings, embedded_projector: bool = True) -> Backbone:
+    """Wire the registry, the ClickHouse read models and (embedded) the projector."""
+    registry = Registry(settings)
+    client = LockedClient(connect(settings.clickhouse_url, settings.clickhouse_database))
+    trail = AuditTrail(client, settings.clickhouse_database)
+    backbone = Backbone(settings, registry, trail)
+    if embedded_projector:
+        config = ProjectorConfig(
+            bootstrap=settings.kafka_bootstrap,
+            topic=settings.kafka_topic,
+            group=settings.projector_group,
+            clickhouse_url=settings.clickhouse_url,
+            database=settings.clickhouse_database,
+        )
+        backbone.projector = Projector(config, trail)
+        backbone.stop = threading.Event()
+        backbone.thread = threading.Thread(
+            target=backbone.projector.run, args=(backbone.stop,), name="projector", daemon=True
+        )
+    return backbone
+
+
+def create_app(settings: Settings, embedded_projector: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        backbone = build(settings, embedded_projector)
+        app.state.backbone = backbone
+        if backbone.thread is not None:
+            backbone.thread.start()
+        yield
+        if backbone.stop is not None and backbone.thread is not None:
+            backbone.stop.set()
+            backbone.thread.join(timeout=15)
+        backbone.registry.close()
+
+    app = FastAPI(
+        title="Project 06 e-ID event backbone",
+        version="0.1.0",
+        default_response_class=ORJSONResponse,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install(app)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            err = ApiError(413, "body_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
+            return ORJSONResponse(err.body(), status_code=413)
+        return await call_next(request)
+
+    _command_routes(app)
+    _read_routes(app)
+    return app
+
+
+def _backbone(request: Request) -> Backbone:
+    return request.app.state.backbone  # type: ignore[no-any-return]
+
+
+def _outcome(outcome: Outcome, status: int = 201) -> ORJSONResponse:
+    headers = {"Idempotent-Replayed": "true"} if outcome.duplicate else {}
+    return ORJSONResponse(outcome.as_dict(), status_code=status, headers=headers)
+
+
+def _command_routes(app: FastAPI) -> None:
+    @app.post("/v1/registrations", status_code=201, dependencies=[COMMANDS])
+    def register(body: RegistrationIn, request: Request) -> ORJSONResponse:
+        backbone = _backbone(request)
+        return _outcome(backbone.submit(intake.registration(body, backbone.settings)))
+
+    @app.post("/v1/registrations/{citizen_id}/decision", status_code=201, dependencies=[COMMANDS])
+    def decide(citizen_id: PersonalNumberPath, body: DecisionIn, request: Request) -> ORJSONResponse:
+        backbone = _backbone(request)
+        return _outcome(backbone.submit(intake.decision(citizen_id, body, backbone.settings)))
+
+    @app.post("/v1/activations", status_code=201, dependencies=[COMMANDS])
+    def activate(body: ActivationIn, request: Request) -> ORJSONResponse:
+        backbone = _backbone(request)
+        return _outcome(backbone.submit(intake.activation(body, backbone.settings)))
+
+    @app.post("/v1/status-changes", status_code=201, dependencies=[COMMANDS])
+    def change_status(body: StatusChangeIn, request: Request) -> ORJSONResponse:
+        backbone = _backbone(request)
+        return _outcome(backbone.submit(intake.status_change(body, backbone.settings)))
+
+
+def _read_routes(app: FastAPI) -> None:
+    @app.get("/healthz")
+    def healthz(request: Request) -> dict[str, Any]:
+        backbone = _backbone(request)
+        projector = backbone.projector
+        return {
+            "status": "ok",
+            "event_store_position": backbone.registry.recorder.max_notification_id() or 0,
+            "projected_events": projector.stored if projector else None,
+            "projector_alive": bool(backbone.thread and backbone.thread.is_alive()),
+        }
+
+    @app.get("/v1/citizens/{citizen_id}/history", dependencies=[AUDIT])
+    def history(citizen_id: PersonalNumberPath, request: Request) -> dict[str, Any]:
+        backbone = _backbone(request)
+        account = backbone.registry.account(citizen_id)
+        if account is None:
+            raise ApiError(404, "account_not_found", "no history is recorded for this citizen")
+        events = backbone.trail.history(account.id)
+        sequences = [e["sequence"] for e in events]
+        missing = sorted(set(range(1, account.version + 1)) - set(sequences))
+        return {
+            "account_id": str(account.id),
+            "state": account.snapshot_state(),
+            "events": events,
+            "verification": {
+                "complete": not missing and len(sequences) == account.version,
+                "events_in_store": account.version,
+                "events_in_read_model": len(events),
+                "missing_sequences": missing,
+            },
+        }
+
+    @app.get("/v1/progress/hourly", dependencies=[READ])
+    def hourly(
+        request: Request,
+        commune_code: Annotated[str | None, Query(pattern=r"^[0-9]{5}$")] = None,
+        province_code: Annotated[str | None, Query(pattern=r"^[0-9]{2}$")] = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[str, Any]:
+        if (commune_code is None) == (province_code is None):
+            raise ApiError(422, "invalid_request", "give exactly one of commune_code, province_code",
+                           {"commune_code": "exactly one of commune_code, province_code"})
+        until = _aware(until) if until else datetime.now(timezone.utc) + timedelta(hours=1)
+        since = _aware(since) if since else until - timedelta(days=2)
+        if since >= until:
+            raise ApiError(422, "invalid_request", "since must be before until",
+                           {"since": "must be before until"})
+        level, code = ("commune", commune_code) if commune_code else ("province", province_code)
+        rows = _backbone(request).trail.hourly(level, code or "", since, until)
+        hours: dict[datetime, dict[str, int]] = {}
+        for hour, event_type, count in rows:
+            hours.setdefault(hour, {})[event_type] = count
+        return {
+            "level": level,
+            "code": code,
+            "since": since.isoformat(),
+            "until": until.isoformat(),
+            "hours": [
+                {"hour": _vn(hour), "counts": counts, "total": sum(counts.values())}
+                for hour, counts in sorted(hours.items())
+            ],
+        }
+
+
+VN = timezone(timedelta(hours=7))
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=VN)
+
+
+def _vn(value: datetime) -> str:
+    return _aware_utc(value).astimezone(VN).isoformat()
+
+
+def _aware_utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

@@ -1,0 +1,27 @@
+"""Bearer-token roles: every endpoint names the roles that may call it (admin may call all)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Request
+
+from services.api.errors import ApiError
+
+
+def require(*roles: str) -> Callable[[Request], str]:
+    allowed = {*roles, "admin"}
+
+    def check(request: Request) -> str:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            token = request.query_params.get("token", "")  # EventSource cannot send headers
+        role = request.app.state.settings.auth_tokens.get(token) if token else None
+        if role is None:
+            raise ApiError(401, "unauthenticated", "a valid bearer token is required")
+        if role not in allowed:
+            raise ApiError(403, "forbidden", f"role {role} may not call this endpoint")
+        request.state.role = role
+        return role
+
+    return check

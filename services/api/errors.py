@@ -1,0 +1,84 @@
+"""Errors in the contract's shape: {"error": {"code", "message", "fields"}} with a 4xx status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+
+from services.registry.application import CommandReuseError, ConcurrencyError
+from services.registry.commands import AccountNotFoundError
+from services.registry.domain import RuleViolationError
+from services.registry.validation import InvalidCommandError
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, code: str, message: str, fields: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.fields = fields or {}
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "fields": self.fields,
+                          **self.extra}}
+
+
+def from_domain(exc: Exception) -> ApiError:
+    """The API error for an exception the registry raises on a command."""
+    if isinstance(exc, InvalidCommandError):
+        return ApiError(422, "invalid_command", "the command is invalid", exc.fields)
+    if isinstance(exc, RuleViolationError):
+        return ApiError(409, exc.rule, exc.message, state=exc.state)
+    if isinstance(exc, CommandReuseError):
+        return ApiError(409, "command_id_reused", str(exc), {"command_id": str(exc)})
+    if isinstance(exc, AccountNotFoundError):
+        return ApiError(404, "account_not_found", str(exc))
+    if isinstance(exc, ConcurrencyError):
+        return ApiError(409, "concurrent_update", str(exc))
+    raise exc
+
+
+DOMAIN_ERRORS = (
+    InvalidCommandError, RuleViolationError, CommandReuseError, AccountNotFoundError,
+    ConcurrencyError,
+)
+
+
+def validation_error(exc: RequestValidationError) -> ApiError:
+    fields: dict[str, str] = {}
+    malformed = False
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            malformed = True
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        # Only the message: the offending value may be personal data.
+        fields[".".join(loc) or "body"] = err.get("msg", "invalid")
+    if malformed:
+        return ApiError(400, "malformed_json", "the body is not valid JSON", fields)
+    return ApiError(422, "invalid_request", "the request has invalid fields", fields)
+
+
+def install(app: FastAPI) -> None:
+    async def on_api_error(_: Request, exc: Exception) -> ORJSONResponse:
+        assert isinstance(exc, ApiError)
+        return ORJSONResponse(exc.body(), status_code=exc.status)
+
+    async def on_domain_error(_: Request, exc: Exception) -> ORJSONResponse:
+        err = from_domain(exc)
+        return ORJSONResponse(err.body(), status_code=err.status)
+
+    async def on_validation(_: Request, exc: Exception) -> ORJSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        err = validation_error(exc)
+        return ORJSONResponse(err.body(), status_code=err.status)
+
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    for cls in DOMAIN_ERRORS:
+        app.add_exception_handler(cls, on_domain_error)
