@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from typing import Any
 from uuid import UUID
 
@@ -37,6 +37,11 @@ def to_row(event: dict[str, Any], partition: int, offset: int) -> list[Any]:
     ]  # fmt: skip
 
 
+def as_utc(value: datetime) -> datetime:
+    """ClickHouse returns DateTime64(3, 'UTC') values naive; they are UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
 class AuditTrail:
     """Reads and writes the audit trail in one ClickHouse database."""
 
@@ -66,6 +71,8 @@ class AuditTrail:
         for row in self.client.query_rows(sql, {"a": str(account_id)}):
             item = dict(zip(names, row, strict=True))
             item["event_id"] = str(item["event_id"])
+            for name in ("occurred_at", "recorded_at"):
+                item[name] = as_utc(item[name])
             item["detail"] = orjson.loads(item["detail"])
             out.append(item)
         return out
@@ -82,7 +89,7 @@ class AuditTrail:
             f"ORDER BY hour, event_type"
         )
         rows = self.client.query_rows(sql, {"code": code, "since": since, "until": until})
-        return [(hour, event_type, int(n)) for hour, event_type, n in rows]
+        return [(as_utc(hour), event_type, int(n)) for hour, event_type, n in rows]
 
     def totals(self) -> dict[str, int]:
         sql = f"SELECT event_type, count() FROM {self.table} GROUP BY event_type"

@@ -210,8 +210,4 @@ def _aware(value: datetime) -> datetime:
 
 
 def _vn(value: datetime) -> str:
-    return _aware_utc(value).astimezone(VN).isoformat()
-
-
-def _aware_utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value.astimezone(VN).isoformat()

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# make run: start the broker, the relay and the API (with the embedded projector); Ctrl-C or
+# SIGTERM stops everything this script started, by PID, the broker included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export VAR_DIR="${VAR_DIR:-$PWD/var}"
+PY=.venv/bin/python
+mkdir -p "$VAR_DIR"
+
+started_broker=0
+if ! infra/kafka/broker.sh status >/dev/null 2>&1; then started_broker=1; fi
+infra/kafka/broker.sh start
+
+relay_pid=""; api_pid=""
+stop_all() {
+  trap - INT TERM EXIT
+  echo "stopping..."
+  [ -n "$api_pid" ] && kill -TERM "$api_pid" 2>/dev/null || true
+  [ -n "$relay_pid" ] && kill -TERM "$relay_pid" 2>/dev/null || true
+  [ -n "$api_pid" ] && wait "$api_pid" 2>/dev/null || true
+  [ -n "$relay_pid" ] && wait "$relay_pid" 2>/dev/null || true
+  if [ "$started_broker" = 1 ]; then infra/kafka/broker.sh stop; fi
+  echo "stopped"
+}
+trap stop_all INT TERM EXIT
+
+"$PY" -m services.relay >>"$VAR_DIR/relay.log" 2>&1 &
+relay_pid=$!
+echo "relay: pid $relay_pid, log $VAR_DIR/relay.log"
+"$PY" -m services.api &
+api_pid=$!
+wait "$api_pid" || true

@@ -1,0 +1,97 @@
+"""Avro single-object encoding of citizen events."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas.codec import (
+    MAGIC,
+    AvroCodec,
+    SerializationError,
+    citizen_event_codec,
+    load_schema,
+    schema_fingerprint,
+)
+
+NS = "vn.project06.eid."
+
+
+def record(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "event_id": str(uuid.uuid4()), "event_type": "registration_decided",
+        "account_id": str(uuid.uuid4()), "sequence": 2, "position": 7,
+        "citizen_id": "056090001234",
+        "occurred_at": datetime(2023, 6, 27, 2, 0, tzinfo=timezone.utc),
+        "recorded_at": datetime(2023, 6, 27, 2, 0, 1, tzinfo=timezone.utc),
+        "province_code": "56", "commune_code": "22420",
+        "payload": (NS + "RegistrationDecided", {"decision": "approved", "reason": ""}),
+    }  # fmt: skip
+    base.update(overrides)
+    return base
+
+
+def test_encoding_starts_with_magic_and_fingerprint() -> None:
+    codec = citizen_event_codec()
+    data = codec.encode(record())
+    assert data[:2] == MAGIC
+    assert data[2:10] == schema_fingerprint(codec.writer)
+
+
+texts = st.text(max_size=40)
+
+
+@given(name=texts, reason=texts, seq=st.integers(1, 2**31 - 1))
+def test_round_trip_keeps_every_field(name: str, reason: str, seq: int) -> None:
+    codec = citizen_event_codec()
+    payload = {
+        "full_name": name, "date_of_birth": date(1990, 5, 1), "sex": "male",
+        "station_id": "s", "device_id": "d", "operator_id": "o", "channel": "station",
+        "phone": "none", "attempt": 1,
+    }  # fmt: skip
+    original = record(sequence=seq, payload=(NS + "RegistrationReceived", payload))
+    decoded = codec.decode(codec.encode(original))
+    assert decoded["payload"] == payload
+    assert decoded["sequence"] == seq
+    assert str(decoded["event_id"]) == original["event_id"]
+
+
+@pytest.mark.parametrize("garbage", [b"", b"\xc3\x01", b"hello world", b"\xc3\x01" + bytes(8) + b"x"])
+def test_garbage_is_a_serialization_error(garbage: bytes) -> None:
+    with pytest.raises(SerializationError):
+        citizen_event_codec().decode(garbage)
+
+
+def test_truncated_body_is_a_serialization_error() -> None:
+    data = citizen_event_codec().encode(record())
+    with pytest.raises(SerializationError):
+        citizen_event_codec().decode(data[:-5])
+
+
+def test_wrong_type_cannot_be_encoded() -> None:
+    with pytest.raises(SerializationError):
+        citizen_event_codec().encode(record(sequence="two"))
+
+
+def test_reader_of_older_schema_decodes_newer_writer(tmp_path: Path) -> None:
+    old = load_schema(Path("schemas/citizen_event.v1.avsc"))
+    newer_json = json.loads(Path("schemas/citizen_event.v1.avsc").read_text())
+    newer_json["fields"].append({"name": "note", "type": ["null", "string"], "default": None})
+    newer = load_schema_from(newer_json, tmp_path)
+    writer = AvroCodec(writer=newer, known=[old])
+    data = writer.encode(record(note="added later"))
+    decoded = AvroCodec(writer=old, known=[newer]).decode(data, reader=old)
+    assert "note" not in decoded
+    assert decoded["commune_code"] == "22420"
+
+
+def load_schema_from(schema: dict[str, object], tmp_path: Path) -> dict[str, object]:
+    path = tmp_path / "newer.avsc"
+    path.write_text(json.dumps(schema))
+    return load_schema(path)
