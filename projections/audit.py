@@ -91,6 +91,16 @@ class AuditTrail:
         rows = self.client.query_rows(sql, {"code": code, "since": since, "until": until})
         return [(as_utc(hour), event_type, int(n)) for hour, event_type, n in rows]
 
+    def freshness(self, minutes: int) -> dict[str, float | int]:
+        """Seconds from the registry recording an event to its row being stored (visible)."""
+        sql = (
+            f"SELECT count(), quantiles(0.5, 0.99)(dateDiff('millisecond', recorded_at, "
+            f"projected_at)) FROM {self.table} "
+            f"WHERE projected_at >= now64(3) - INTERVAL {int(minutes)} MINUTE"
+        )
+        n, (p50, p99) = self.client.query_rows(sql)[0]
+        return {"events": int(n), "p50_s": float(p50) / 1000, "p99_s": float(p99) / 1000}
+
     def totals(self) -> dict[str, int]:
         sql = f"SELECT event_type, count() FROM {self.table} GROUP BY event_type"
         return {t: int(n) for t, n in self.client.query_rows(sql)}

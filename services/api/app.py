@@ -169,6 +169,13 @@ def _read_routes(app: FastAPI) -> None:
             },
         }
 
+    @app.get("/v1/progress/freshness", dependencies=[READ])
+    def freshness(
+        request: Request, minutes: Annotated[int, Query(ge=1, le=1440)] = 60
+    ) -> dict[str, Any]:
+        """How long recorded events took to become visible in the counts, over recent minutes."""
+        return {"minutes": minutes, **_backbone(request).trail.freshness(minutes)}
+
     @app.get("/v1/progress/hourly", dependencies=[READ])
     def hourly(
         request: Request,
