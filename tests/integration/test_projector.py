@@ -1,0 +1,165 @@
+"""The projector against the real broker and the real ClickHouse engine (chdb)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import uuid
+from datetime import datetime, timezone
+
+import orjson
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from projections.audit import AuditTrail
+from projections.clickhouse import LockedClient, connect
+from projections.runner import Projector, ProjectorConfig
+from services.registry.application import Registry
+from services.relay.relay import Relay
+from services.settings import Settings
+from tests.conftest import python_process, unique, wait_until
+from tests.factories import approve_command, personal_number, register_command
+
+
+def publish(settings: Settings, registry: Registry) -> None:
+    relay = Relay(settings, registry)
+    relay.start()
+    while relay.step():
+        pass
+    relay.close()
+
+
+def projector_for(settings: Settings, chdb_url: str) -> Projector:
+    config = ProjectorConfig(bootstrap=settings.kafka_bootstrap, topic=settings.kafka_topic,
+                             group=settings.projector_group, clickhouse_url=chdb_url,
+                             database=settings.clickhouse_database)
+    trail = AuditTrail(LockedClient(connect(chdb_url, config.database)), config.database)
+    projector = Projector(config, trail)
+    projector.start()
+    return projector
+
+
+def run_until(projector: Projector, stored: int) -> None:
+    wait_until(lambda: projector.step() is not None and projector.stored >= stored, 60, every=0)
+
+
+def test_history_and_hourly_counts_come_from_the_stream(kafka_bootstrap, env_for, chdb_url) -> None:
+    settings = Settings.from_env(env_for())
+    registry = Registry(settings)
+    citizens = [personal_number(serial=i) for i in range(6)]
+    for i, cid in enumerate(citizens):
+        commune = "22420" if i < 4 else "22453"
+        registry.submit(register_command(cid, commune, "2023-06-27T09:15:00+07:00"))
+    registry.submit(approve_command(citizens[0]))
+    publish(settings, registry)
+
+    projector = projector_for(settings, chdb_url)
+    try:
+        run_until(projector, 7)
+        hour = datetime(2023, 6, 27, 2, tzinfo=timezone.utc)  # 09:00 in Vietnam
+        counts = projector.trail.hourly("commune", "22420", hour, datetime(2023, 6, 28))
+        assert counts == [(hour, "registration_received", 4),
+                          (datetime(2023, 6, 27, 3, tzinfo=timezone.utc), "registration_decided", 1)]
+        province = projector.trail.hourly("province", "56", hour, datetime(2023, 6, 28))
+        assert (hour, "registration_received", 6) in province
+        history = projector.trail.history(registry.account_id(citizens[0]))
+        assert [e["event_type"] for e in history] == ["registration_received", "registration_decided"]
+        assert history[0]["device_id"] == "dev-1"
+    finally:
+        projector.close()
+
+
+def test_undecodable_message_goes_to_dlq_and_consumption_goes_on(kafka_bootstrap, env_for,
+                                                                  chdb_url) -> None:
+    settings = Settings.from_env(env_for())
+    registry = Registry(settings)
+    registry.submit(register_command())
+    publish(settings, registry)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    producer.send(settings.kafka_topic, key=b"x", value=b"not avro at all")
+    producer.flush()
+    producer.close()
+    registry.submit(register_command())
+    publish(settings, registry)
+
+    projector = projector_for(settings, chdb_url)
+    try:
+        run_until(projector, 2)
+        wait_until(lambda: projector.step() is not None and projector.dead_letters == 1, 30, every=0)
+    finally:
+        projector.close()
+    dlq = KafkaConsumer(settings.dlq_topic, bootstrap_servers=kafka_bootstrap,
+                        auto_offset_reset="earliest", consumer_timeout_ms=10000)
+    letters = [r for r in dlq]
+    dlq.close()
+    assert len(letters) == 1
+    assert letters[0].value == b"not avro at all"
+    assert b"bad magic" in dict(letters[0].headers)["dlq_reason"]
+
+
+def test_projector_killed_mid_batch_neither_loses_nor_double_counts(kafka_bootstrap, env_for,
+                                                                     tmp_path) -> None:
+    env = env_for(CLICKHOUSE_URL=f"chdb://{tmp_path / 'own-chdb'}")
+    settings = Settings.from_env(env)
+    registry = Registry(settings)
+    total = 3000
+    for i in range(total // 2):
+        cid = personal_number(serial=i)
+        registry.submit(register_command(cid))
+        registry.submit(approve_command(cid))
+    publish(settings, registry)
+
+    args = ["-m", "projections", "run", "--max-poll-records", "100", "--progress"]
+    for kills in range(3):
+        projector = python_process(args, env, stdout=subprocess.PIPE)
+        progress = [projector.stdout.readline() for _ in range(2 + kills)]  # type: ignore[union-attr]
+        assert all(line.startswith("{") for line in progress), progress
+        projector.send_signal(signal.SIGKILL)
+        projector.wait(10)
+    projector = python_process(args, env, stdout=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _lag(kafka_bootstrap, settings) == 0, 120, every=0.5)
+    finally:
+        projector.send_signal(signal.SIGTERM)
+        projector.wait(30)
+    stats = python_process(["-m", "projections", "stats"], env, stdout=subprocess.PIPE)
+    out, _ = stats.communicate(timeout=60)
+    figures = orjson.loads(out.strip().splitlines()[-1])
+    assert figures["rows"] == total
+    assert figures["unique_events"] == total
+    assert figures["by_type"] == {"registration_received": total // 2,
+                                  "registration_decided": total // 2}
+
+
+def _lag(bootstrap: str, settings: Settings) -> int:
+    """Records on the topic beyond the projector group's committed offsets."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=settings.projector_group,
+                             isolation_level="read_committed", enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(settings.kafka_topic, p)
+               for p in consumer.partitions_for_topic(settings.kafka_topic) or ()]
+        ends = consumer.end_offsets(tps)
+        return sum(ends[tp] - (consumer.committed(tp) or 0) for tp in tps)
+    finally:
+        consumer.close()
+
+
+def test_rebuild_from_offset_zero_gives_the_same_counts(kafka_bootstrap, env_for, chdb_url) -> None:
+    settings = Settings.from_env(env_for())
+    registry = Registry(settings)
+    for _ in range(30):
+        registry.submit(register_command())
+    publish(settings, registry)
+    first = projector_for(settings, chdb_url)
+    run_until(first, 30)
+    first.close()
+    live = first.trail.totals()
+
+    rebuilt_settings = Settings.from_env(env_for(KAFKA_TOPIC=settings.kafka_topic,
+                                                 CLICKHOUSE_DATABASE=unique("eid_rebuild"),
+                                                 PROJECTOR_GROUP=f"g-{uuid.uuid4().hex}"))
+    second = projector_for(rebuilt_settings, chdb_url)
+    try:
+        run_until(second, 30)
+    finally:
+        second.close()
+    assert second.trail.totals() == live == {"registration_received": 30}
