@@ -57,9 +57,6 @@ class Deadline:
     def remaining(self) -> float:
         return max(0.0, self.end - time.monotonic())
 
-    def expired(self) -> bool:
-        return self.remaining() <= 0
-
     def within(self, seconds: float) -> float:
         """A monotonic end time: `seconds` from now, but never past the run's deadline."""
         return time.monotonic() + min(seconds, self.remaining())
@@ -107,12 +104,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="N registrations through a fresh deployment (API, relay, embedded "
         "projector), then relay and projector catch-up rates. Starts the Kafka broker if none "
         "answers at KAFKA_BOOTSTRAP (and stops it afterwards).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("-n", "--count", type=_count, default=10000, help="registrations")
     parser.add_argument("--concurrency", type=_positive, default=16, help="parallel requests")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole run")
     parser.add_argument("--out", type=Path, default=var_dir / "bench.json", help="JSON result")
-    parser.add_argument("--var-dir", type=Path, default=var_dir, help=argparse.SUPPRESS)
+    parser.set_defaults(var_dir=var_dir)
     return parser.parse_args(argv)
 
 
@@ -309,8 +307,9 @@ def post_all(
         result.began = time.perf_counter()
         for worker in workers:
             worker.start()
+        join_end = end + 70  # a request in flight at `end` has 60 s more to finish
         for worker in workers:
-            worker.join(max(0.0, end - time.monotonic()) + 70)
+            worker.join(max(0.0, join_end - time.monotonic()))
         result.elapsed_s = time.perf_counter() - result.began
     result.failures = len(bodies) - result.ok  # anything not answered 201, timeouts included
     return result
@@ -355,12 +354,17 @@ def _post_one(client: httpx.Client, url: str, body: dict[str, Any]) -> str | Non
 
 
 def wait_counted(
-    client: httpx.Client, dep: Deployment, n: int, end: float
+    client: httpx.Client,
+    dep: Deployment,
+    n: int,
+    procs: dict[str, subprocess.Popen[str]],
+    end: float,
 ) -> tuple[bool, dict[str, Any]]:
     """Poll /healthz until `projected_events` >= n; prints progress at most every 2 s."""
     health: dict[str, Any] = {}
     shown = 0.0
     while time.monotonic() < end:
+        check_alive(procs, dep, health)
         with contextlib.suppress(httpx.HTTPError, ValueError):
             health = dict(client.get(f"{dep.base}/healthz", timeout=5).json())
         if (health.get("projected_events") or 0) >= n:
@@ -374,6 +378,16 @@ def wait_counted(
             )
         time.sleep(POLL_S)
     return False, health
+
+
+def check_alive(
+    procs: dict[str, subprocess.Popen[str]], dep: Deployment, health: dict[str, Any]
+) -> None:
+    for name, proc in procs.items():
+        if proc.poll() is not None:
+            raise BenchError(f"{name} exited with code {proc.returncode}; see {dep.dir}/{name}.log")
+    if health.get("projector_alive") is False:
+        raise BenchError(f"the embedded projector thread died; see {dep.dir}/api.log")
 
 
 def freshness(client: httpx.Client, dep: Deployment) -> dict[str, Any]:
@@ -527,20 +541,21 @@ def _progress_until(
 def live_run(dep: Deployment, args: argparse.Namespace, deadline: Deadline) -> dict[str, Any]:
     """Relay + API (embedded projector) up; N posted, counted and checked; both stopped again."""
     with contextlib.ExitStack() as stack, httpx.Client() as client:
-        stopped_on_exit(stack, start(["-m", "services.relay"], dep.env, dep.dir / "relay.log"))
+        relay = stopped_on_exit(
+            stack, start(["-m", "services.relay"], dep.env, dep.dir / "relay.log")
+        )
         api = stopped_on_exit(stack, start(["-m", "services.api"], dep.env, dep.dir / "api.log"))
         wait_healthy(client, dep, api, deadline.within(120))
         bodies = registrations(args.count)
         print(f"posting {args.count} registrations, concurrency {args.concurrency}", flush=True)
-        posted = post_all(dep, bodies, args.concurrency, deadline.within(deadline.remaining()))
+        posted = post_all(dep, bodies, args.concurrency, deadline.end)
         print(
             f"  {posted.ok} accepted, {posted.failures} failed in {posted.elapsed_s:.1f} s "
             f"({posted.ok / posted.elapsed_s:.0f}/s)",
             flush=True,
         )
-        counted, health = wait_counted(
-            client, dep, posted.ok, deadline.within(deadline.remaining())
-        )
+        procs = {"relay": relay, "api": api}
+        counted, health = wait_counted(client, dep, posted.ok, procs, deadline.end)
         figures = {
             **_post_figures(posted),
             "counted": counted,
@@ -704,8 +719,13 @@ def save(r: dict[str, Any], out: Path, history: Path) -> None:
 # --- main --------------------------------------------------------------------------------------
 
 
+def interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, interrupt)  # so that every `finally` stops its processes
     deadline = Deadline(args.timeout)
     results: dict[str, Any] = {
         "started_at": datetime.now(VN).isoformat(timespec="seconds"),

@@ -1,0 +1,191 @@
+"""End to end over HTTP: API and relay as real processes, the real broker and ClickHouse engine."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import TOKENS, python_process, wait_until
+from tests.factories import personal_number, registration_body
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Api:
+    def __init__(self, base: str) -> None:
+        self.http = httpx.Client(base_url=base, timeout=30)
+
+    def call(self, method: str, path: str, role: str | None = "station", **kw: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {TOKENS[role]}"} if role else {}
+        headers.update(kw.pop("headers", {}))
+        return self.http.request(method, path, headers=headers, **kw)
+
+    def position(self) -> int:
+        return int(self.http.get("/healthz").json()["event_store_position"])
+
+
+@pytest.fixture(scope="module")
+def api(kafka_bootstrap, tmp_path_factory) -> Iterator[Api]:
+    from tests.conftest import AUTH_TOKENS, unique
+
+    port = free_port()
+    env = {
+        "VAR_DIR": str(tmp_path_factory.mktemp("e2e") / "var"),
+        "KAFKA_BOOTSTRAP": kafka_bootstrap, "KAFKA_TOPIC": unique("citizen-events"),
+        "PROJECTOR_GROUP": unique("projector"), "CLICKHOUSE_DATABASE": "eid",
+        "AUTH_TOKENS": AUTH_TOKENS, "API_PORT": str(port), "PSEUDONYM_SECRET": "e2e-secret",
+        "CAMPAIGN_START": "2023-01-01T00:00:00+07:00",
+    }  # fmt: skip
+    relay = python_process(["-m", "services.relay"], env)
+    server = python_process(["-m", "services.api"], env)
+    client = Api(f"http://127.0.0.1:{port}")
+
+    def healthy() -> bool:
+        try:
+            return client.http.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(healthy, 90, every=0.2)
+        yield client
+    finally:
+        for proc in (server, relay):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (server, relay):
+            proc.wait(30)
+
+
+def test_registration_reaches_history_and_hourly_counts(api: Api) -> None:
+    body = registration_body(commune_code="22453")
+    created = api.call("POST", "/v1/registrations", json=body)
+    assert created.status_code == 201, created.text
+    account_id = created.json()["account_id"]
+    assert body["citizen_id"] not in account_id.replace("-", "")
+
+    def history() -> dict[str, Any] | None:
+        got = api.call("GET", f"/v1/citizens/{body['citizen_id']}/history", role="auditor").json()
+        return got if got.get("events") else None
+
+    trail: Any = wait_until(history, 30)
+    assert trail["account_id"] == account_id
+    assert [e["event_type"] for e in trail["events"]] == ["registration_received"]
+    assert trail["events"][0]["device_id"] == body["device_id"]
+    assert trail["verification"]["complete"] is True
+
+    hourly = api.call("GET", "/v1/progress/hourly", role="viewer",
+                      params={"commune_code": "22453"}).json()
+    assert sum(h["counts"].get("registration_received", 0) for h in hourly["hours"]) == 1
+
+
+def test_a_resent_command_gets_the_first_result_and_a_reused_id_is_refused(api: Api) -> None:
+    body = registration_body()
+    first = api.call("POST", "/v1/registrations", json=body)
+    again = api.call("POST", "/v1/registrations", json=body)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    position = api.position()
+    reused = api.call("POST", "/v1/registrations", json={**body, "phone": "none"})
+    assert reused.status_code == 409
+    assert reused.json()["error"]["code"] == "command_id_reused"
+    assert api.position() == position
+
+
+def test_lifecycle_rules_are_enforced_with_the_current_state(api: Api) -> None:
+    body = registration_body()
+    cid = body["citizen_id"]
+    assert api.call("POST", "/v1/registrations", json=body).status_code == 201
+    activation = {"command_id": f"act-{cid}", "citizen_id": cid, "method": "vneid_app",
+                  "activated_at": body["captured_at"]}
+    refused = api.call("POST", "/v1/activations", json=activation)
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "activation_requires_approval"
+    assert refused.json()["error"]["state"]["account_state"] == "received"
+    decision = {"command_id": f"dec-{cid}", "decision": "approved", "decided_at": body["captured_at"]}
+    assert api.call("POST", f"/v1/registrations/{cid}/decision", json=decision).status_code == 201
+    activated = api.call("POST", "/v1/activations", json={**activation, "command_id": f"a2-{cid}"})
+    assert activated.status_code == 201
+    assert activated.json()["state"] == "activated"
+
+
+def test_unknown_citizen_gets_404(api: Api) -> None:
+    change = {"command_id": "st-unknown-1", "citizen_id": personal_number(), "status": "deceased",
+              "source": "civil_registry", "effective_at": "2023-06-01T00:00:00+07:00"}
+    response = api.call("POST", "/v1/status-changes", json=change)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "account_not_found"
+
+
+BAD_REGISTRATIONS = [
+    ("missing field", lambda b: b.pop("device_id"), 422, "device_id"),
+    ("wrong type", lambda b: b.update(citizen_id=56090001234), 422, "citizen_id"),
+    ("unknown enum", lambda b: b.update(channel="drone"), 422, "channel"),
+    ("short number", lambda b: b.update(citizen_id="05609000123"), 422, "citizen_id"),
+    ("year mismatch", lambda b: b.update(citizen_id="056085000001"), 422, "citizen_id"),
+    ("unknown commune", lambda b: b.update(commune_code="99999"), 422, "commune_code"),
+    ("naive time", lambda b: b.update(captured_at="2023-06-27T09:00:00"), 422, "captured_at"),
+    ("future time", lambda b: b.update(captured_at="2099-01-01T00:00:00+07:00"), 422, "captured_at"),
+    ("before campaign", lambda b: b.update(captured_at="2020-01-01T00:00:00+07:00"), 422,
+     "captured_at"),
+    ("unknown field", lambda b: b.update(nickname="x"), 422, "nickname"),
+]
+
+
+@pytest.mark.parametrize(("case", "spoil", "status", "field"), BAD_REGISTRATIONS,
+                         ids=[c[0] for c in BAD_REGISTRATIONS])
+def test_bad_registration_is_refused_and_records_nothing(api: Api, case, spoil, status, field) -> None:
+    body = registration_body()
+    spoil(body)
+    position = api.position()
+    response = api.call("POST", "/v1/registrations", json=body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert field in error["fields"]
+    assert str(body["citizen_id"]) not in response.text  # errors never echo the number
+    assert api.position() == position
+
+
+def test_malformed_json_and_oversized_bodies_are_refused(api: Api) -> None:
+    position = api.position()
+    broken = api.call("POST", "/v1/registrations", content=b'{"command_id": ',
+                      headers={"Content-Type": "application/json"})
+    assert broken.status_code == 400
+    assert broken.json()["error"]["code"] == "malformed_json"
+    huge = api.call("POST", "/v1/registrations", content=b"x" * (9 * 1024 * 1024),
+                    headers={"Content-Type": "application/json"})
+    assert huge.status_code == 413
+    assert api.position() == position
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "role", "status"),
+    [
+        ("POST", "/v1/registrations", None, 401),
+        ("POST", "/v1/registrations", "viewer", 403),
+        ("GET", "/v1/citizens/056090000001/history", "station", 403),
+        ("GET", "/v1/citizens/056090000001/history", "viewer", 403),
+        ("GET", "/v1/progress/hourly?commune_code=22420", None, 401),
+    ],
+)
+def test_roles_are_checked(api: Api, method: str, path: str, role: str | None, status: int) -> None:
+    response = api.call(method, path, role=role, json=registration_body())
+    assert response.status_code == status
+    assert response.json()["error"]["code"] in ("unauthenticated", "forbidden")
+
+
+def test_openapi_lists_the_contract(api: Api) -> None:
+    paths = api.http.get("/openapi.json").json()["paths"]
+    for path in ("/v1/registrations", "/v1/registrations/{citizen_id}/decision",
+                 "/v1/activations", "/v1/status-changes", "/v1/citizens/{citizen_id}/history",
+                 "/v1/progress/hourly", "/healthz"):
+        assert path in paths
