@@ -9,14 +9,20 @@ from uuid import UUID
 import orjson
 
 from projections.clickhouse import LockedClient
+from schemas.chain import first_broken_link
 
 COLUMNS = [
     "event_id", "event_type", "account_id", "sequence", "position", "occurred_at",
     "recorded_at", "province_code", "commune_code", "station_id", "device_id", "operator_id",
-    "channel", "phone", "detail", "kafka_partition", "kafka_offset",
+    "channel", "phone", "detail", "previous_hash", "hash", "kafka_partition", "kafka_offset",
 ]  # fmt: skip
 
 _WHERE_FIELDS = ("station_id", "device_id", "operator_id", "channel", "phone")
+HISTORY_COLUMNS = [
+    "event_id", "event_type", "account_id", "sequence", "position", "occurred_at",
+    "recorded_at", "province_code", "commune_code", *_WHERE_FIELDS, "detail", "previous_hash",
+    "hash",
+]  # fmt: skip
 
 
 def _json_default(value: Any) -> str:
@@ -33,13 +39,37 @@ def to_row(event: dict[str, Any], partition: int, offset: int) -> list[Any]:
         event["event_id"], event["event_type"], event["account_id"], event["sequence"],
         event["position"], event["occurred_at"], event["recorded_at"], event["province_code"],
         event["commune_code"], *where,
-        orjson.dumps(payload, default=_json_default).decode(), partition, offset,
+        orjson.dumps(payload, default=_json_default).decode(), event["previous_hash"],
+        event["hash"], partition, offset,
     ]  # fmt: skip
 
 
 def as_utc(value: datetime) -> datetime:
     """ClickHouse returns DateTime64(3, 'UTC') values naive; they are UTC."""
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def payload_of(event_type: str, detail: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """The event's public payload again: registrations keep where/with-what in columns."""
+    if event_type != "registration_received":
+        return detail
+    return {**detail, **{name: row[name] for name in _WHERE_FIELDS}}
+
+
+def verify_history(events: list[dict[str, Any]], expected: int) -> dict[str, Any]:
+    """Is the history complete (`expected` events, sequences 1..n) and is its chain unbroken?"""
+    missing = sorted(set(range(1, expected + 1)) - {e["sequence"] for e in events})
+    broken = first_broken_link(events)
+    return {
+        "verified": broken is None and not missing and len(events) == expected,
+        "chain_intact": broken is None,
+        "first_broken_link": None if broken is None else {
+            "sequence": events[broken]["sequence"], "event_id": events[broken]["event_id"]},
+        "complete": not missing and len(events) == expected,
+        "events_in_store": expected,
+        "events_in_read_model": len(events),
+        "missing_sequences": missing,
+    }  # fmt: skip
 
 
 class AuditTrail:
@@ -59,21 +89,18 @@ class AuditTrail:
         return {int(p): int(o) for p, o in self.client.query_rows(sql)}
 
     def history(self, account_id: UUID) -> list[dict[str, Any]]:
+        """Every stored event of one account in order, with its full public payload."""
         sql = (
-            f"SELECT event_id, event_type, sequence, position, occurred_at, recorded_at, "
-            f"province_code, commune_code, station_id, device_id, operator_id, channel, phone, "
-            f"detail FROM {self.table} WHERE account_id = {{a:UUID}} ORDER BY sequence"
+            f"SELECT {', '.join(HISTORY_COLUMNS)} FROM {self.table} "
+            f"WHERE account_id = {{a:UUID}} ORDER BY sequence"
         )
-        names = ["event_id", "event_type", "sequence", "position", "occurred_at", "recorded_at",
-                 "province_code", "commune_code", "station_id", "device_id", "operator_id",
-                 "channel", "phone", "detail"]  # fmt: skip
         out = []
         for row in self.client.query_rows(sql, {"a": str(account_id)}):
-            item = dict(zip(names, row, strict=True))
-            item["event_id"] = str(item["event_id"])
+            item = dict(zip(HISTORY_COLUMNS, row, strict=True))
+            item["event_id"], item["account_id"] = str(item["event_id"]), str(item["account_id"])
             for name in ("occurred_at", "recorded_at"):
                 item[name] = as_utc(item[name])
-            item["detail"] = orjson.loads(item["detail"])
+            item["payload"] = payload_of(item["event_type"], orjson.loads(item.pop("detail")), item)
             out.append(item)
         return out
 

@@ -21,6 +21,8 @@ CREATE TABLE IF NOT EXISTS {db}.audit_events
     channel         LowCardinality(String),
     phone           LowCardinality(String),
     detail          String,
+    previous_hash   String,
+    hash            String,
     kafka_partition UInt16,
     kafka_offset    UInt64,
     PROJECTION hourly

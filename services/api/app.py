@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import ORJSONResponse
 
-from projections.audit import AuditTrail
+from projections.audit import AuditTrail, verify_history
 from projections.clickhouse import LockedClient, connect
 from projections.runner import Projector, ProjectorConfig
 from services.api import intake
@@ -155,18 +155,11 @@ def _read_routes(app: FastAPI) -> None:
         if account is None:
             raise ApiError(404, "account_not_found", "no history is recorded for this citizen")
         events = backbone.trail.history(account.id)
-        sequences = [e["sequence"] for e in events]
-        missing = sorted(set(range(1, account.version + 1)) - set(sequences))
         return {
             "account_id": str(account.id),
             "state": account.snapshot_state(),
             "events": events,
-            "verification": {
-                "complete": not missing and len(sequences) == account.version,
-                "events_in_store": account.version,
-                "events_in_read_model": len(events),
-                "missing_sequences": missing,
-            },
+            "verification": verify_history(events, account.version),
         }
 
     @app.get("/v1/progress/freshness", dependencies=[READ])

@@ -7,6 +7,8 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from schemas.chain import GENESIS, content_of, link_hash
+
 # Account states (the registration and account lifecycle).
 NONE = "none"
 RECEIVED = "received"
@@ -101,11 +103,14 @@ class Account(Aggregate):
     """One citizen's level-2 e-ID account; its id is the pseudonymous account id."""
 
     @event("RegistrationReceived")
-    def __init__(self, citizen_id: str, registration: dict[str, Any], occurred_at: str) -> None:
+    def __init__(
+        self, citizen_id: str, registration: dict[str, Any], occurred_at: str, link: dict[str, str]
+    ) -> None:
         self.citizen_id = citizen_id
         self.state = RECEIVED
         self.citizen_status = NORMAL
         self.attempts = 1
+        self.last_hash = link["hash"]
         self._take(registration)
 
     def _take(self, registration: dict[str, Any]) -> None:
@@ -118,13 +123,22 @@ class Account(Aggregate):
         cls, account_id: UUID, citizen_id: str, registration: dict[str, Any], occurred_at: str
     ) -> Account:
         """A new account, under the id derived from the citizen's personal number."""
+        payload = _registration_payload(registration, attempt=1)
+        link = _link(GENESIS, account_id, 1, "registration_received", occurred_at, registration,
+                     payload)
         return cls._create(
             cls.RegistrationReceived,  # type: ignore[attr-defined]
             id=account_id,
             citizen_id=citizen_id,
             registration=registration,
             occurred_at=occurred_at,
+            link=link,
         )
+
+    def _next_link(self, event_type: str, occurred_at: str, where: dict[str, Any],
+                   payload: dict[str, Any]) -> dict[str, str]:
+        return _link(self.last_hash, self.id, self.version + 1, event_type, occurred_at, where,
+                     payload)
 
     def snapshot_state(self) -> dict[str, str]:
         return {"account_state": self.state, "citizen_status": self.citizen_status}
@@ -144,7 +158,10 @@ class Account(Aggregate):
             "commune_code": registration["commune_code"],
             "province_code": registration["province_code"],
         }
-        self._registration_retaken(subject, registration, occurred_at, self.attempts + 1)
+        attempt = self.attempts + 1
+        payload = _registration_payload(registration, attempt)
+        link = self._next_link("registration_received", occurred_at, registration, payload)
+        self._registration_retaken(subject, registration, occurred_at, attempt, link)
 
     @event("RegistrationRetaken")
     def _registration_retaken(
@@ -153,7 +170,9 @@ class Account(Aggregate):
         registration: dict[str, Any],
         occurred_at: str,
         attempt: int,
+        link: dict[str, str],
     ) -> None:
+        self.last_hash = link["hash"]
         self.state = RECEIVED
         self.attempts = attempt
         self._take(registration)
@@ -161,20 +180,32 @@ class Account(Aggregate):
     def decide(self, decision: str, reason: str, occurred_at: str) -> None:
         action = "approve" if decision == "approved" else "reject"
         next_account_state(action, self.state, self.citizen_status)
-        self._registration_decided(self.subject(), decision, reason, occurred_at)
+        payload = {"decision": decision, "reason": reason}
+        link = self._next_link("registration_decided", occurred_at, self.subject(), payload)
+        self._registration_decided(self.subject(), decision, reason, occurred_at, link)
 
     @event("RegistrationDecided")
     def _registration_decided(
-        self, subject: dict[str, str], decision: str, reason: str, occurred_at: str
+        self,
+        subject: dict[str, str],
+        decision: str,
+        reason: str,
+        occurred_at: str,
+        link: dict[str, str],
     ) -> None:
+        self.last_hash = link["hash"]
         self.state = APPROVED if decision == "approved" else REJECTED
 
     def activate(self, method: str, occurred_at: str) -> None:
         next_account_state("activate", self.state, self.citizen_status)
-        self._account_activated(self.subject(), method, occurred_at)
+        link = self._next_link("account_activated", occurred_at, self.subject(), {"method": method})
+        self._account_activated(self.subject(), method, occurred_at, link)
 
     @event("AccountActivated")
-    def _account_activated(self, subject: dict[str, str], method: str, occurred_at: str) -> None:
+    def _account_activated(
+        self, subject: dict[str, str], method: str, occurred_at: str, link: dict[str, str]
+    ) -> None:
+        self.last_hash = link["hash"]
         self.state = ACTIVATED
 
     def change_status(self, status: str, reason: str, source: str, occurred_at: str) -> None:
@@ -187,8 +218,12 @@ class Account(Aggregate):
             new_citizen_status = next_citizen_status(status, self.citizen_status, self.state)
         else:
             raise ValueError(f"unknown status {status!r}")
+        payload = {"status": status, "reason": reason, "source": source,
+                   "account_state": new_state, "citizen_status": new_citizen_status}
+        link = self._next_link("status_changed", occurred_at, self.subject(), payload)
         self._status_changed(
-            self.subject(), status, reason, source, occurred_at, new_state, new_citizen_status
+            self.subject(), status, reason, source, occurred_at, new_state, new_citizen_status,
+            link,
         )
 
     @event("StatusChanged")
@@ -201,9 +236,26 @@ class Account(Aggregate):
         occurred_at: str,
         account_state: str,
         citizen_status: str,
+        link: dict[str, str],
     ) -> None:
+        self.last_hash = link["hash"]
         self.state = account_state
         self.citizen_status = citizen_status
+
+
+def _registration_payload(registration: dict[str, Any], attempt: int) -> dict[str, Any]:
+    """The public payload of a registration (the place travels beside it, not in it)."""
+    payload = {k: v for k, v in registration.items() if k not in ("commune_code", "province_code")}
+    return {**payload, "attempt": attempt}
+
+
+def _link(
+    previous: str, account_id: UUID, sequence: int, event_type: str, occurred_at: str,
+    where: dict[str, Any], payload: dict[str, Any],
+) -> dict[str, str]:  # fmt: skip
+    content = content_of(str(account_id), sequence, event_type, occurred_at,
+                         where["province_code"], where["commune_code"], payload)
+    return {"previous_hash": previous, "hash": link_hash(previous, content)}
 
 
 class CommandReceipt(Aggregate):

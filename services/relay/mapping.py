@@ -80,5 +80,7 @@ def to_record(event: DomainEvent, position: int) -> dict[str, Any]:
         "recorded_at": event.timestamp,
         "province_code": subject["province_code"],
         "commune_code": subject["commune_code"],
+        "previous_hash": event.link["previous_hash"],  # type: ignore[attr-defined]
+        "hash": event.link["hash"],  # type: ignore[attr-defined]
         "payload": (NAMESPACE + record_name, _payload(event, record_name)),
     }

@@ -80,7 +80,7 @@ def test_registration_reaches_history_and_hourly_counts(api: Api) -> None:
     assert trail["account_id"] == account_id
     assert [e["event_type"] for e in trail["events"]] == ["registration_received"]
     assert trail["events"][0]["device_id"] == body["device_id"]
-    assert trail["verification"]["complete"] is True
+    assert trail["verification"]["verified"] is True
 
     hourly = api.call("GET", "/v1/progress/hourly", role="viewer",
                       params={"commune_code": "22453"}).json()

@@ -31,6 +31,7 @@ def record(**overrides: object) -> dict[str, object]:
         "occurred_at": datetime(2023, 6, 27, 2, 0, tzinfo=timezone.utc),
         "recorded_at": datetime(2023, 6, 27, 2, 0, 1, tzinfo=timezone.utc),
         "province_code": "56", "commune_code": "22420",
+        "previous_hash": "0" * 64, "hash": "a" * 64,
         "payload": (NS + "RegistrationDecided", {"decision": "approved", "reason": ""}),
     }  # fmt: skip
     base.update(overrides)
