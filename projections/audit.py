@@ -128,6 +128,18 @@ class AuditTrail:
         n, (p50, p99) = self.client.query_rows(sql)[0]
         return {"events": int(n), "p50_s": float(p50) / 1000, "p99_s": float(p99) / 1000}
 
+    def cumulative(self, level: str, code: str) -> dict[str, dict[str, int]]:
+        """commune -> {received, activated}: distinct accounts, in a commune or a province."""
+        column = "commune_code" if level == "commune" else "province_code"
+        sql = (
+            f"SELECT commune_code, "
+            f"uniqExactIf(account_id, event_type = 'registration_received'), "
+            f"uniqExactIf(account_id, event_type = 'account_activated') "
+            f"FROM {self.table} WHERE {column} = {{code:String}} GROUP BY commune_code"
+        )
+        rows = self.client.query_rows(sql, {"code": code})
+        return {c: {"received": int(r), "activated": int(a)} for c, r, a in rows}
+
     def totals(self) -> dict[str, int]:
         sql = f"SELECT event_type, count() FROM {self.table} GROUP BY event_type"
         return {t: int(n) for t, n in self.client.query_rows(sql)}

@@ -556,14 +556,11 @@ def live_run(dep: Deployment, args: argparse.Namespace, deadline: Deadline) -> d
         )
         procs = {"relay": relay, "api": api}
         counted, health = wait_counted(client, dep, posted.ok, procs, deadline.end)
-        figures = {
-            **_post_figures(posted),
-            "counted": counted,
-            "health": health,
-            "until_counted_s": time.perf_counter() - posted.began,
-        }
-        figures["drain_after_posting_s"] = figures["until_counted_s"] - posted.elapsed_s
+        until_counted = time.perf_counter() - posted.began
+        figures = {**_post_figures(posted), "counted": counted, "health": health}
         if counted:
+            figures["until_counted_s"] = until_counted
+            figures["drain_after_posting_s"] = until_counted - posted.elapsed_s
             figures["freshness"] = freshness(client, dep)
             figures["hourly_mismatches"] = hourly_mismatches(client, dep, posted.accepted)
     return figures

@@ -6,12 +6,12 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import ORJSONResponse, StreamingResponse
 
 from projections.audit import AuditTrail, verify_history
 from projections.clickhouse import LockedClient, connect
@@ -19,7 +19,15 @@ from projections.runner import Projector, ProjectorConfig
 from services.api import intake
 from services.api.auth import require
 from services.api.errors import ApiError, install
-from services.api.models import ActivationIn, DecisionIn, RegistrationIn, StatusChangeIn
+from services.api.feed import Feed
+from services.api.models import (
+    ActivationIn,
+    DecisionIn,
+    RegistrationIn,
+    StatusChangeIn,
+    TargetIn,
+)
+from services.api.progress import progress
 from services.registry.application import Outcome, Registry
 from services.registry.commands import Command
 from services.settings import Settings
@@ -29,6 +37,7 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 8 * 1024 * 1024
 PersonalNumberPath = Annotated[str, Path(pattern=r"^[0-9]{12}$")]
 COMMANDS = Depends(require("station"))
+ADMIN = Depends(require("admin"))
 AUDIT = Depends(require("auditor"))
 READ = Depends(require("viewer", "auditor", "station"))
 
@@ -40,6 +49,7 @@ class Backbone:
     settings: Settings
     registry: Registry
     trail: AuditTrail
+    feed: Feed = field(default_factory=Feed)
     projector: Projector | None = None
     stop: threading.Event | None = None
     thread: threading.Thread | None = None
@@ -62,7 +72,7 @@ def build(settings: Settings, embedded_projector: bool = True) -> Backbone:
             clickhouse_url=settings.clickhouse_url,
             database=settings.clickhouse_database,
         )
-        backbone.projector = Projector(config, trail)
+        backbone.projector = Projector(config, trail, on_batch=backbone.feed.publish)
         backbone.stop = threading.Event()
         backbone.thread = threading.Thread(
             target=backbone.projector.run, args=(backbone.stop,), name="projector", daemon=True
@@ -136,6 +146,13 @@ def _command_routes(app: FastAPI) -> None:
         return _outcome(backbone.submit(intake.status_change(body, backbone.settings)))
 
 
+    @app.put("/v1/targets/{commune_code}", dependencies=[ADMIN])
+    def set_target(
+        commune_code: Annotated[str, Path(pattern=r"^[0-9]{5}$")], body: TargetIn, request: Request
+    ) -> ORJSONResponse:
+        return _outcome(_backbone(request).submit(intake.target(commune_code, body)), 200)
+
+
 def _read_routes(app: FastAPI) -> None:
     @app.get("/healthz")
     def healthz(request: Request) -> dict[str, Any]:
@@ -147,6 +164,15 @@ def _read_routes(app: FastAPI) -> None:
             "projected_events": projector.stored if projector else None,
             "projector_alive": bool(backbone.thread and backbone.thread.is_alive()),
         }
+
+    @app.get("/v1/feed", dependencies=[READ])
+    async def feed(request: Request) -> StreamingResponse:
+        """Server-sent events: one `counts` event per stored batch (token may be ?token=)."""
+        return StreamingResponse(
+            _backbone(request).feed.stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     @app.get("/v1/citizens/{citizen_id}/history", dependencies=[AUDIT])
     def history(citizen_id: PersonalNumberPath, request: Request) -> dict[str, Any]:
@@ -168,6 +194,22 @@ def _read_routes(app: FastAPI) -> None:
     ) -> dict[str, Any]:
         """How long recorded events took to become visible in the counts, over recent minutes."""
         return {"minutes": minutes, **_backbone(request).trail.freshness(minutes)}
+
+    @app.get("/v1/progress", dependencies=[READ])
+    def cumulative(
+        request: Request,
+        level: Literal["commune", "province"],
+        code: Annotated[str, Query(pattern=r"^[0-9]{2}$|^[0-9]{5}$")],
+    ) -> dict[str, Any]:
+        """Cumulative received and activated (distinct accounts) against targets, in percent."""
+        if len(code) != (5 if level == "commune" else 2):
+            raise ApiError(422, "invalid_request", f"code does not fit level {level}",
+                           {"code": f"a {level} code"})
+        backbone = _backbone(request)
+        try:
+            return progress(backbone.registry, backbone.trail, level, code)
+        except (KeyError, ValueError):
+            raise ApiError(404, "unknown_locality", f"no current {level} has this code") from None
 
     @app.get("/v1/progress/hourly", dependencies=[READ])
     def hourly(

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from services.api.models import ActivationIn, DecisionIn, RegistrationIn, StatusChangeIn
+from services.api.models import (
+    ActivationIn,
+    DecisionIn,
+    RegistrationIn,
+    StatusChangeIn,
+    TargetIn,
+)
 from services.registry.commands import (
     ActivateAccount,
     ChangeStatus,
     DecideRegistration,
     RegisterCitizen,
+    SetTarget,
 )
 from services.registry.validation import check_person, check_time, province_of
 from services.settings import Settings
@@ -64,6 +71,17 @@ def status_change(body: StatusChangeIn, settings: Settings) -> ChangeStatus:
         reason=body.reason,
         source=body.source,
         effective_at=body.effective_at.isoformat(),
+    )
+
+
+def target(commune_code: str, body: TargetIn) -> SetTarget:
+    return SetTarget(
+        command_id=body.command_id,
+        commune_code=commune_code,
+        province_code=province_of(commune_code),
+        metric=body.metric,
+        target=body.target,
+        deadline=body.deadline.isoformat(),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 Id = Annotated[StrictStr, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:\-]+$")]
 PersonalNumber = Annotated[StrictStr, Field(pattern=r"^[0-9]{12}$")]
@@ -52,3 +52,10 @@ class StatusChangeIn(Body):
     reason: Text = ""
     source: Annotated[StrictStr, Field(min_length=1, max_length=100)]
     effective_at: AwareDatetime
+
+
+class TargetIn(Body):
+    command_id: Id
+    metric: Literal["received", "activated"]
+    target: Annotated[StrictInt, Field(gt=0, le=100_000_000)]
+    deadline: date

@@ -11,8 +11,8 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
 from services.registry.commands import Command
-from services.registry.domain import Account, CommandReceipt
-from services.registry.identity import account_id, command_uuid, event_id
+from services.registry.domain import Account, CommandReceipt, CommuneTarget
+from services.registry.identity import account_id, command_uuid
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,21 +30,11 @@ class ConcurrencyError(Exception):
 
 @dataclass(frozen=True)
 class Outcome:
-    account_id: str
-    event_id: str
-    version: int
-    state: str
-    citizen_status: str
+    body: dict[str, Any]
     duplicate: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "account_id": self.account_id,
-            "event_id": self.event_id,
-            "version": self.version,
-            "state": self.state,
-            "citizen_status": self.citizen_status,
-        }
+        return self.body
 
 
 class Registry(Application[UUID]):
@@ -59,11 +49,8 @@ class Registry(Application[UUID]):
     def account_id(self, citizen_id: str) -> UUID:
         return account_id(citizen_id, self._secret)
 
-    def account(self, citizen_id: str, version: int | None = None) -> Account | None:
-        try:
-            return self.repository.get(self.account_id(citizen_id), version=version)
-        except AggregateNotFoundError:
-            return None
+    def account(self, citizen_id: str) -> Account | None:
+        return self._get(self.account_id(citizen_id))  # type: ignore[no-any-return]
 
     def submit(self, command: Command) -> Outcome:
         """Apply `command` unless already applied; a resend gets the first outcome back."""
@@ -74,19 +61,13 @@ class Registry(Application[UUID]):
             if earlier is not None:
                 if earlier.digest != digest:
                     raise CommandReuseError("command_id was already used for another command")
-                return Outcome(**earlier.result, duplicate=True)
-            acc_id = self.account_id(command.citizen_id)
-            account = command.apply(self._get_account(acc_id), acc_id)
-            outcome = Outcome(
-                account_id=str(acc_id),
-                event_id=str(event_id(acc_id, account.version)),
-                version=account.version,
-                state=account.state,
-                citizen_status=account.citizen_status,
-            )
-            receipt = CommandReceipt.record(receipt_id, digest, outcome.as_dict())
+                return Outcome(earlier.result, duplicate=True)
+            agg_id = command.aggregate_id(self._secret)
+            aggregate = command.apply(self._get(agg_id), agg_id)
+            outcome = Outcome(command.result(aggregate))
+            receipt = CommandReceipt.record(receipt_id, digest, outcome.body)
             try:
-                self.save(account, receipt)
+                self.save(aggregate, receipt)
             except IntegrityError:
                 log.info("conflict on command %s, retrying", command.command_id)
                 continue
@@ -94,13 +75,13 @@ class Registry(Application[UUID]):
         raise ConcurrencyError("the account changed concurrently too many times")
 
     def _receipt(self, receipt_id: UUID) -> CommandReceipt | None:
+        return self._get(receipt_id)  # type: ignore[no-any-return]
+
+    def _get(self, aggregate_id: UUID) -> Any:
         try:
-            return self.repository.get(receipt_id)
+            return self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
 
-    def _get_account(self, acc_id: UUID) -> Account | None:
-        try:
-            return self.repository.get(acc_id)
-        except AggregateNotFoundError:
-            return None
+    def target(self, commune_code: str, metric: str) -> CommuneTarget | None:
+        return self._get(CommuneTarget.id_for(commune_code, metric))  # type: ignore[no-any-return]

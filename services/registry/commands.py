@@ -10,7 +10,8 @@ from uuid import UUID
 
 import orjson
 
-from services.registry.domain import Account
+from services.registry.domain import Account, CommuneTarget
+from services.registry.identity import account_id, event_id
 
 
 class AccountNotFoundError(LookupError):
@@ -19,9 +20,10 @@ class AccountNotFoundError(LookupError):
 
 @dataclass(frozen=True)
 class Command:
+    """A request to change one aggregate; subclasses say which and how."""
+
     kind: ClassVar[str] = ""
     command_id: str
-    citizen_id: str
 
     def digest(self) -> str:
         """A fingerprint of what the command asks, to tell a resend from a reused id."""
@@ -30,18 +32,44 @@ class Command:
         body["kind"] = self.kind
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
-    def apply(self, account: Account | None, account_id: UUID) -> Account:
-        if account is None:
+    def aggregate_id(self, secret: bytes) -> UUID:
+        raise NotImplementedError
+
+    def apply(self, aggregate: Any, aggregate_id: UUID) -> Any:
+        """The aggregate with the command's new event pending (a domain error if refused)."""
+        raise NotImplementedError
+
+    def result(self, aggregate: Any) -> dict[str, Any]:
+        """What the client gets back (and gets again for a resend)."""
+        return {"event_id": str(event_id(aggregate.id, aggregate.version)),
+                "version": aggregate.version}
+
+
+@dataclass(frozen=True)
+class AccountCommand(Command):
+    """A command on one citizen's account, found by the pseudonym of the personal number."""
+
+    citizen_id: str
+
+    def aggregate_id(self, secret: bytes) -> UUID:
+        return account_id(self.citizen_id, secret)
+
+    def apply(self, aggregate: Account | None, aggregate_id: UUID) -> Account:
+        if aggregate is None:
             raise AccountNotFoundError("no registration is recorded for this citizen")
-        self.apply_to(account)
-        return account
+        self.apply_to(aggregate)
+        return aggregate
 
     def apply_to(self, account: Account) -> None:
         raise NotImplementedError
 
+    def result(self, aggregate: Account) -> dict[str, Any]:
+        return {"account_id": str(aggregate.id), **super().result(aggregate),
+                **aggregate.snapshot_state()}
+
 
 @dataclass(frozen=True)
-class RegisterCitizen(Command):
+class RegisterCitizen(AccountCommand):
     kind: ClassVar[str] = "registration"
     full_name: str
     date_of_birth: str
@@ -61,20 +89,20 @@ class RegisterCitizen(Command):
             body.pop(name)
         return body
 
-    def apply(self, account: Account | None, account_id: UUID) -> Account:
-        if account is None:
+    def apply(self, aggregate: Account | None, aggregate_id: UUID) -> Account:
+        if aggregate is None:
             return Account.open(
-                account_id=account_id,
+                account_id=aggregate_id,
                 citizen_id=self.citizen_id,
                 registration=self.registration(),
                 occurred_at=self.captured_at,
             )
-        account.register_again(self.registration(), self.captured_at)
-        return account
+        aggregate.register_again(self.registration(), self.captured_at)
+        return aggregate
 
 
 @dataclass(frozen=True)
-class DecideRegistration(Command):
+class DecideRegistration(AccountCommand):
     kind: ClassVar[str] = "decision"
     decision: str
     reason: str
@@ -85,7 +113,7 @@ class DecideRegistration(Command):
 
 
 @dataclass(frozen=True)
-class ActivateAccount(Command):
+class ActivateAccount(AccountCommand):
     kind: ClassVar[str] = "activation"
     method: str
     activated_at: str
@@ -95,7 +123,7 @@ class ActivateAccount(Command):
 
 
 @dataclass(frozen=True)
-class ChangeStatus(Command):
+class ChangeStatus(AccountCommand):
     kind: ClassVar[str] = "status_change"
     status: str
     reason: str
@@ -104,3 +132,29 @@ class ChangeStatus(Command):
 
     def apply_to(self, account: Account) -> None:
         account.change_status(self.status, self.reason, self.source, self.effective_at)
+
+
+@dataclass(frozen=True)
+class SetTarget(Command):
+    """A commune's target for one metric and deadline; the latest one set wins."""
+
+    kind: ClassVar[str] = "target"
+    commune_code: str
+    province_code: str
+    metric: str
+    target: int
+    deadline: str
+
+    def aggregate_id(self, secret: bytes) -> UUID:
+        return CommuneTarget.id_for(self.commune_code, self.metric)
+
+    def apply(self, aggregate: CommuneTarget | None, aggregate_id: UUID) -> CommuneTarget:
+        if aggregate is None:
+            return CommuneTarget.set(self.commune_code, self.province_code, self.metric,
+                                     self.target, self.deadline)
+        aggregate.revise(self.target, self.deadline)
+        return aggregate
+
+    def result(self, aggregate: CommuneTarget) -> dict[str, Any]:
+        return {**super().result(aggregate), "commune_code": self.commune_code,
+                "metric": self.metric, "target": aggregate.target, "deadline": aggregate.deadline}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
@@ -274,3 +274,38 @@ class CommandReceipt(Aggregate):
             digest=digest,
             result=result,
         )
+
+
+TARGET_NAMESPACE = UUID("3e9b7c1a-52d4-5f0b-8a61-7c2d9e4f1b38")
+
+
+class CommuneTarget(Aggregate):
+    """A commune's target (chỉ tiêu) for one metric (received or activated) and its deadline."""
+
+    @event("TargetSet")
+    def __init__(
+        self, commune_code: str, province_code: str, metric: str, target: int, deadline: str
+    ) -> None:
+        self.commune_code = commune_code
+        self.province_code = province_code
+        self.metric = metric
+        self.target = target
+        self.deadline = deadline
+
+    @staticmethod
+    def id_for(commune_code: str, metric: str) -> UUID:
+        return uuid5(TARGET_NAMESPACE, f"{commune_code}/{metric}")
+
+    @classmethod
+    def set(cls, commune_code: str, province_code: str, metric: str, target: int,
+            deadline: str) -> CommuneTarget:
+        return cls._create(
+            cls.TargetSet,  # type: ignore[attr-defined]
+            id=cls.id_for(commune_code, metric), commune_code=commune_code,
+            province_code=province_code, metric=metric, target=target, deadline=deadline,
+        )
+
+    @event("TargetRevised")
+    def revise(self, target: int, deadline: str) -> None:
+        self.target = target
+        self.deadline = deadline
