@@ -115,7 +115,7 @@ def test_lifecycle_rules_are_enforced_with_the_current_state(api: Api) -> None:
     assert api.call("POST", f"/v1/registrations/{cid}/decision", json=decision).status_code == 201
     activated = api.call("POST", "/v1/activations", json={**activation, "command_id": f"a2-{cid}"})
     assert activated.status_code == 201
-    assert activated.json()["state"] == "activated"
+    assert activated.json()["account_state"] == "activated"
 
 
 def test_unknown_citizen_gets_404(api: Api) -> None:
