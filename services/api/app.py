@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request
+from starlette.concurrency import run_in_threadpool
 from fastapi.responses import ORJSONResponse, StreamingResponse
 
 from projections.audit import AuditTrail, verify_history
@@ -28,6 +29,8 @@ from services.api.models import (
     TargetIn,
 )
 from services.api.progress import progress
+from services.api.sync import SyncIn, apply_backlog
+from services.registry.reconcile import reconcile
 from services.registry.application import Outcome, Registry
 from services.registry.commands import Command
 from services.settings import Settings
@@ -145,6 +148,29 @@ def _command_routes(app: FastAPI) -> None:
         backbone = _backbone(request)
         return _outcome(backbone.submit(intake.status_change(body, backbone.settings)))
 
+
+    @app.post("/v1/sync", dependencies=[COMMANDS])
+    def sync(body: SyncIn, request: Request) -> dict[str, Any]:
+        """A device's offline backlog, applied in order; resending all or part is safe."""
+        backbone = _backbone(request)
+        results = apply_backlog(backbone.registry, backbone.settings, body)
+        summary: dict[str, int] = {}
+        for item in results:
+            summary[item["status"]] = summary.get(item["status"], 0) + 1
+        return {"device_id": body.device_id, "summary": summary, "results": results}
+
+    @app.post("/v1/reconciliation/deaths", dependencies=[ADMIN])
+    async def reconcile_deaths(request: Request) -> dict[str, Any]:
+        """A civil-registry CSV (personal_number,date_of_death,registry_reference) as text/csv."""
+        try:
+            text = (await request.body()).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(400, "invalid_csv", "the body must be UTF-8 CSV") from None
+        backbone = _backbone(request)
+        try:
+            return await run_in_threadpool(reconcile, backbone.registry, text)
+        except ValueError as exc:
+            raise ApiError(422, "invalid_csv", str(exc), {"body": str(exc)}) from None
 
     @app.put("/v1/targets/{commune_code}", dependencies=[ADMIN])
     def set_target(

@@ -1,0 +1,83 @@
+"""Offline sync: one device's backlog applied in order, one result per item, safe to resend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from services.api import intake
+from services.api.errors import DOMAIN_ERRORS, from_domain
+from services.api.models import ActivationIn, Body, DecisionIn, Id, RegistrationIn, StatusChangeIn
+from services.registry.application import Registry
+from services.registry.commands import Command
+from services.settings import Settings
+
+MAX_COMMANDS = 5000
+
+
+class DecisionItem(DecisionIn):
+    citizen_id: Annotated[str, Field(pattern=r"^[0-9]{12}$")]
+
+
+class SyncIn(Body):
+    device_id: Id
+    commands: Annotated[list[dict[str, Any]], Field(max_length=MAX_COMMANDS)]
+
+
+Builder = Callable[[Any, Settings], Command]
+ITEM_TYPES: dict[str, tuple[type[BaseModel], Builder]] = {
+    "registration": (RegistrationIn, intake.registration),
+    "decision": (DecisionItem, lambda b, s: intake.decision(b.citizen_id, b, s)),
+    "activation": (ActivationIn, intake.activation),
+    "status_change": (StatusChangeIn, intake.status_change),
+}
+
+
+def _refused(code: str, message: str, fields: dict[str, str]) -> dict[str, Any]:
+    return {"status": "refused", "error": {"code": code, "message": message, "fields": fields}}
+
+
+def _command(item: dict[str, Any], device_id: str, settings: Settings) -> Command | dict[str, Any]:
+    """The item's command, or the refusal to report for it."""
+    item = dict(item)
+    kind = item.pop("type", None)
+    if kind not in ITEM_TYPES:
+        return _refused("invalid_request", "unknown command type",
+                        {"type": f"one of {', '.join(ITEM_TYPES)}"})
+    model, build = ITEM_TYPES[kind]
+    try:
+        body = model.model_validate(item)
+    except ValidationError as exc:
+        fields = {".".join(str(p) for p in e["loc"]) or "item": e["msg"] for e in exc.errors()}
+        return _refused("invalid_request", "the command has invalid fields", fields)
+    if getattr(body, "device_id", device_id) != device_id:
+        return _refused("device_mismatch", "the command was captured on another device",
+                        {"device_id": "differs from the sync's device_id"})
+    try:
+        return build(body, settings)
+    except DOMAIN_ERRORS as exc:
+        err = from_domain(exc)
+        return _refused(err.code, err.message, err.fields)
+
+
+def apply_backlog(registry: Registry, settings: Settings, sync: SyncIn) -> list[dict[str, Any]]:
+    """Apply every item in order; each gets created, duplicate or refused (with the error)."""
+    results = []
+    for index, item in enumerate(sync.commands):
+        command = _command(item, sync.device_id, settings)
+        if isinstance(command, dict):
+            outcome = command
+        else:
+            try:
+                done = registry.submit(command)
+                outcome = {"status": "duplicate" if done.duplicate else "created",
+                           "result": done.as_dict()}
+            except DOMAIN_ERRORS as exc:
+                err = from_domain(exc)
+                outcome = _refused(err.code, err.message, err.fields)
+                if "state" in err.extra:
+                    outcome["error"]["state"] = err.extra["state"]
+        results.append({"index": index, "command_id": item.get("command_id"), **outcome})
+    return results
