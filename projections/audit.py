@@ -92,7 +92,7 @@ class AuditTrail:
         """Every stored event of one account in order, with its full public payload."""
         sql = (
             f"SELECT {', '.join(HISTORY_COLUMNS)} FROM {self.table} "
-            f"WHERE account_id = {{a:UUID}} ORDER BY sequence"
+            f"WHERE account_id = {{a:UUID}} AND event_type != 'history_read' ORDER BY sequence"
         )
         out = []
         for row in self.client.query_rows(sql, {"a": str(account_id)}):
@@ -111,12 +111,24 @@ class AuditTrail:
         column = "commune_code" if level == "commune" else "province_code"
         sql = (
             f"SELECT toStartOfHour(occurred_at) AS hour, event_type, count() FROM {self.table} "
-            f"WHERE {column} = {{code:String}} AND occurred_at >= {{since:DateTime64(3)}} "
+            f"WHERE {column} = {{code:String}} AND event_type != 'history_read' "
+            f"AND occurred_at >= {{since:DateTime64(3)}} "
             f"AND occurred_at < {{until:DateTime64(3)}} GROUP BY hour, event_type "
             f"ORDER BY hour, event_type"
         )
         rows = self.client.query_rows(sql, {"code": code, "since": since, "until": until})
         return [(as_utc(hour), event_type, int(n)) for hour, event_type, n in rows]
+
+    def access_log(self, since: datetime, until: datetime, limit: int) -> list[dict[str, Any]]:
+        """Who read which account's history or state, when, and for what stated purpose."""
+        sql = (
+            f"SELECT occurred_at, account_id, operator_id, detail, commune_code FROM {self.table} "
+            f"WHERE event_type = 'history_read' AND occurred_at >= {{since:DateTime64(3)}} "
+            f"AND occurred_at < {{until:DateTime64(3)}} ORDER BY occurred_at DESC LIMIT {int(limit)}"
+        )
+        rows = self.client.query_rows(sql, {"since": since, "until": until})
+        return [{"at": as_utc(at), "account_id": str(acc), **orjson.loads(detail),
+                 "commune_code": commune} for at, acc, _, detail, commune in rows]
 
     def freshness(self, minutes: int) -> dict[str, float | int]:
         """Seconds from the registry recording an event to its row being stored (visible)."""

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 PersonalNumberPath = Annotated[str, Path(pattern=r"^[0-9]{12}$")]
+Purpose = Annotated[str, Query(min_length=3, max_length=200, description="why the data is read")]
 COMMANDS = Depends(require("station"))
 ADMIN = Depends(require("admin"))
 AUDIT = Depends(require("auditor"))
@@ -122,6 +123,16 @@ def _backbone(request: Request) -> Backbone:
     return request.app.state.backbone  # type: ignore[no-any-return]
 
 
+def _audited_account(request: Request, citizen_id: str, purpose: str, scope: str) -> Any:
+    """The citizen's account, after recording this read of it; 404 if there is none."""
+    registry = _backbone(request).registry
+    account = registry.account(citizen_id)
+    if account is None:
+        raise ApiError(404, "account_not_found", "no history is recorded for this citizen")
+    registry.record_access(account, request.state.actor, request.state.role, purpose, scope)
+    return account
+
+
 def _outcome(outcome: Outcome, status: int = 201) -> ORJSONResponse:
     headers = {"Idempotent-Replayed": "true"} if outcome.duplicate else {}
     return ORJSONResponse(outcome.as_dict(), status_code=status, headers=headers)
@@ -201,11 +212,13 @@ def _read_routes(app: FastAPI) -> None:
         )
 
     @app.get("/v1/citizens/{citizen_id}/history", dependencies=[AUDIT])
-    def history(citizen_id: PersonalNumberPath, request: Request) -> dict[str, Any]:
+    def history(citizen_id: PersonalNumberPath, purpose: Purpose, request: Request) -> dict[str, Any]:
+        """Every event of the citizen in order, with the chain and completeness verified.
+
+        The read itself is recorded (who, when, why) before anything is returned.
+        """
         backbone = _backbone(request)
-        account = backbone.registry.account(citizen_id)
-        if account is None:
-            raise ApiError(404, "account_not_found", "no history is recorded for this citizen")
+        account = _audited_account(request, citizen_id, purpose, "history")
         events = backbone.trail.history(account.id)
         return {
             "account_id": str(account.id),
@@ -213,6 +226,34 @@ def _read_routes(app: FastAPI) -> None:
             "events": events,
             "verification": verify_history(events, account.version),
         }
+
+    @app.get("/v1/citizens/{citizen_id}/state", dependencies=[AUDIT])
+    def state(
+        citizen_id: PersonalNumberPath, purpose: Purpose, request: Request,
+        as_of: datetime | None = None,
+    ) -> dict[str, Any]:
+        """The account replayed from the event store up to `as_of` (default: now)."""
+        moment = _aware(as_of) if as_of else datetime.now(timezone.utc)
+        _audited_account(request, citizen_id, purpose, "state")
+        account = _backbone(request).registry.account_as_of(citizen_id, moment)
+        if account is None:
+            return {"as_of": moment.isoformat(), "exists": False, "version": 0}
+        return {
+            "as_of": moment.isoformat(), "exists": True, "account_id": str(account.id),
+            "version": account.version, **account.snapshot_state(),
+            "commune_code": account.commune_code, "province_code": account.province_code,
+            "attempts": account.attempts,
+        }  # fmt: skip
+
+    @app.get("/v1/access-log", dependencies=[ADMIN])
+    def access_log(
+        request: Request, since: datetime | None = None, until: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+    ) -> dict[str, Any]:
+        """Reads of citizens' histories and states: who, when, what, for what stated purpose."""
+        until = _aware(until) if until else datetime.now(timezone.utc) + timedelta(minutes=1)
+        since = _aware(since) if since else until - timedelta(days=7)
+        return {"reads": _backbone(request).trail.access_log(since, until, limit)}
 
     @app.get("/v1/progress/freshness", dependencies=[READ])
     def freshness(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 from fastapi import Request
@@ -22,6 +23,8 @@ def require(*roles: str) -> Callable[[Request], str]:
         if role not in allowed:
             raise ApiError(403, "forbidden", f"role {role} may not call this endpoint")
         request.state.role = role
+        # Who, without the secret: the role and a short fingerprint of the credential.
+        request.state.actor = f"{role}:{hashlib.sha256(token.encode()).hexdigest()[:12]}"
         return role
 
     return check

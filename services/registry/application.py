@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
 
@@ -11,7 +12,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
 from services.registry.commands import Command
-from services.registry.domain import Account, CommandReceipt, CommuneTarget
+from services.registry.domain import AccessRecord, Account, CommandReceipt, CommuneTarget
 from services.registry.identity import account_id, command_uuid
 from services.settings import Settings
 
@@ -85,3 +86,27 @@ class Registry(Application[UUID]):
 
     def target(self, commune_code: str, metric: str) -> CommuneTarget | None:
         return self._get(CommuneTarget.id_for(commune_code, metric))  # type: ignore[no-any-return]
+
+    def record_access(self, account: Account, actor: str, role: str, purpose: str,
+                      scope: str) -> AccessRecord:
+        """Record that `actor` read this account's `scope` (history or state), and why."""
+        record = AccessRecord(
+            account_id=str(account.id),
+            subject={"commune_code": account.commune_code, "province_code": account.province_code},
+            actor=actor, role=role, purpose=purpose, scope=scope,
+            occurred_at=datetime.now(timezone.utc).isoformat(),
+        )  # fmt: skip
+        self.save(record)
+        return record
+
+    def account_as_of(self, citizen_id: str, as_of: datetime) -> Account | None:
+        """The account as the registry knew it at `as_of` (events recorded up to then)."""
+        acc_id = self.account_id(citizen_id)
+        version = None
+        for stored in self.events.get(acc_id):
+            if stored.timestamp > as_of:
+                break
+            version = stored.originator_version
+        if version is None:
+            return None
+        return self.repository.get(acc_id, version=version)  # type: ignore[no-any-return]

@@ -309,3 +309,23 @@ class CommuneTarget(Aggregate):
     def revise(self, target: int, deadline: str) -> None:
         self.target = target
         self.deadline = deadline
+
+
+class AccessRecord(Aggregate):
+    """One read of a citizen's history or state by an authorised person (Decree 13/2023)."""
+
+    @event("HistoryRead")
+    def __init__(
+        self,
+        account_id: str,
+        subject: dict[str, str],
+        actor: str,
+        role: str,
+        purpose: str,
+        scope: str,
+        occurred_at: str,
+    ) -> None:
+        self.account_id = account_id
+        self.actor = actor
+        self.purpose = purpose
+        self.scope = scope

@@ -8,7 +8,7 @@ from typing import Any
 from eventsourcing.domain import DomainEvent
 from eventsourcing.utils import get_topic
 
-from services.registry.domain import Account
+from services.registry.domain import AccessRecord, Account
 from services.registry.identity import event_id
 
 NAMESPACE = "vn.project06.eid."
@@ -20,6 +20,7 @@ _PUBLIC: dict[type, tuple[str, str]] = {
     Account.RegistrationDecided: ("registration_decided", "RegistrationDecided"),  # type: ignore[attr-defined]
     Account.AccountActivated: ("account_activated", "AccountActivated"),  # type: ignore[attr-defined]
     Account.StatusChanged: ("status_changed", "StatusChanged"),  # type: ignore[attr-defined]
+    AccessRecord.HistoryRead: ("history_read", "HistoryRead"),  # type: ignore[attr-defined]
 }
 
 # The event-store topics the relay publishes; everything else (command receipts) stays inside.
@@ -44,6 +45,9 @@ def _payload(event: Any, record_name: str) -> dict[str, Any]:
         return {"decision": event.decision, "reason": event.reason}
     if record_name == "AccountActivated":
         return {"method": event.method}
+    if record_name == "HistoryRead":
+        return {"actor": event.actor, "role": event.role, "purpose": event.purpose,
+                "scope": event.scope}
     return {
         "status": event.status,
         "reason": event.reason,
@@ -69,18 +73,24 @@ def to_record(event: DomainEvent, position: int) -> dict[str, Any]:
     """The public record of one domain event at `position` in the store's total order."""
     event_type, record_name = _PUBLIC[type(event)]
     subject = _subject(event)
-    return {
+    record = {
         "event_id": str(event_id(event.originator_id, event.originator_version)),
         "event_type": event_type,
-        "account_id": str(event.originator_id),
-        "sequence": event.originator_version,
-        "position": position,
-        "citizen_id": subject["citizen_id"],
         "occurred_at": datetime.fromisoformat(event.occurred_at),  # type: ignore[attr-defined]
         "recorded_at": event.timestamp,
         "province_code": subject["province_code"],
         "commune_code": subject["commune_code"],
-        "previous_hash": event.link["previous_hash"],  # type: ignore[attr-defined]
-        "hash": event.link["hash"],  # type: ignore[attr-defined]
+        "position": position,
         "payload": (NAMESPACE + record_name, _payload(event, record_name)),
     }
+    if record_name == "HistoryRead":
+        # A read is about an account but not part of its history: no sequence, no chain link,
+        # and the personal number is not repeated.
+        record.update(account_id=event.account_id, sequence=0, citizen_id="",  # type: ignore[attr-defined]
+                      previous_hash="", hash="")
+    else:
+        record.update(account_id=str(event.originator_id), sequence=event.originator_version,
+                      citizen_id=subject["citizen_id"],
+                      previous_hash=event.link["previous_hash"],  # type: ignore[attr-defined]
+                      hash=event.link["hash"])  # type: ignore[attr-defined]
+    return record

@@ -73,7 +73,7 @@ def test_registration_reaches_history_and_hourly_counts(api: Api) -> None:
     assert body["citizen_id"] not in account_id.replace("-", "")
 
     def history() -> dict[str, Any] | None:
-        got = api.call("GET", f"/v1/citizens/{body['citizen_id']}/history", role="auditor").json()
+        got = api.call("GET", f"/v1/citizens/{body['citizen_id']}/history", role="auditor", params={"purpose": "e2e check"}).json()
         return got if got.get("events") else None
 
     trail: Any = wait_until(history, 30)
@@ -172,8 +172,8 @@ def test_malformed_json_and_oversized_bodies_are_refused(api: Api) -> None:
     [
         ("POST", "/v1/registrations", None, 401),
         ("POST", "/v1/registrations", "viewer", 403),
-        ("GET", "/v1/citizens/056090000001/history", "station", 403),
-        ("GET", "/v1/citizens/056090000001/history", "viewer", 403),
+        ("GET", "/v1/citizens/056090000001/history?purpose=x", "station", 403),
+        ("GET", "/v1/citizens/056090000001/history?purpose=x", "viewer", 403),
         ("GET", "/v1/progress/hourly?commune_code=22420", None, 401),
     ],
 )

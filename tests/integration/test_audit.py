@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -46,7 +47,7 @@ def registered_and_approved(client: TestClient, backbone: Any) -> str:
 
 def history(client: TestClient, citizen_id: str, count: int) -> dict[str, Any]:
     def got() -> dict[str, Any] | None:
-        body = client.get(f"/v1/citizens/{citizen_id}/history", headers=AUDITOR).json()
+        body = client.get(f"/v1/citizens/{citizen_id}/history?purpose=audit", headers=AUDITOR).json()
         return body if len(body["events"]) >= count else None
 
     return wait_until(got, 60)  # type: ignore[return-value]
@@ -70,7 +71,7 @@ def test_altered_row_breaks_the_chain_at_that_event(app) -> None:
         f"'{{\"decision\":\"rejected\",\"reason\":\"\"}}' WHERE event_id = '{target}' "
         f"SETTINGS mutations_sync = 1"
     )
-    answer = client.get(f"/v1/citizens/{citizen}/history", headers=AUDITOR).json()
+    answer = client.get(f"/v1/citizens/{citizen}/history?purpose=audit", headers=AUDITOR).json()
     assert answer["verification"]["verified"] is False
     assert answer["verification"]["first_broken_link"] == {"sequence": 2, "event_id": target}
 
@@ -83,6 +84,57 @@ def test_deleted_row_makes_the_history_incomplete(app) -> None:
         f"ALTER TABLE {backbone.trail.table} DELETE WHERE event_id = '{events[1]['event_id']}' "
         f"SETTINGS mutations_sync = 1"
     )
-    answer = client.get(f"/v1/citizens/{citizen}/history", headers=AUDITOR).json()
+    answer = client.get(f"/v1/citizens/{citizen}/history?purpose=audit", headers=AUDITOR).json()
     assert answer["verification"]["verified"] is False
     assert answer["verification"]["missing_sequences"] == [2]
+
+
+ADMIN = {"Authorization": f"Bearer {TOKENS['admin']}"}
+
+
+def test_every_read_is_recorded_and_visible_in_the_access_log(app) -> None:
+    client, backbone = app
+    citizen = registered_and_approved(client, backbone)
+    history(client, citizen, 2)
+    client.get(f"/v1/citizens/{citizen}/state?purpose=complaint%20123", headers=AUDITOR)
+    publish(backbone)
+
+    def reads() -> list[dict[str, Any]] | None:
+        found = client.get("/v1/access-log", headers=ADMIN).json()["reads"]
+        mine = [r for r in found if r["account_id"] == str(backbone.registry.account_id(citizen))]
+        return mine if any(r["scope"] == "state" for r in mine) else None
+
+    mine: Any = wait_until(reads, 30)
+    assert {(r["scope"], r["purpose"]) for r in mine} >= {("history", "audit"),
+                                                          ("state", "complaint 123")}
+    assert all(r["role"] == "auditor" and r["actor"].startswith("auditor:") for r in mine)
+    assert TOKENS["auditor"] not in str(mine)
+    # Reads are not part of the citizen's history or its chain, nor of the progress counts.
+    assert history(client, citizen, 2)["verification"]["verified"] is True
+
+
+def test_a_read_without_a_stated_purpose_is_refused(app) -> None:
+    client, backbone = app
+    citizen = registered_and_approved(client, backbone)
+    before = backbone.registry.recorder.max_notification_id()
+    response = client.get(f"/v1/citizens/{citizen}/history", headers=AUDITOR)
+    assert response.status_code == 422
+    assert "purpose" in response.json()["error"]["fields"]
+    assert backbone.registry.recorder.max_notification_id() == before
+
+
+def test_state_as_of_replays_the_store_up_to_that_instant(app) -> None:
+    client, backbone = app
+    citizen = registered_and_approved(client, backbone)
+    events = list(backbone.registry.events.get(backbone.registry.account_id(citizen)))
+    between = events[0].timestamp + (events[1].timestamp - events[0].timestamp) / 2
+    before = events[0].timestamp - timedelta(seconds=1)
+
+    def state(at: datetime) -> dict[str, Any]:
+        return client.get(f"/v1/citizens/{citizen}/state",
+                          params={"purpose": "audit", "as_of": at.isoformat()},
+                          headers=AUDITOR).json()
+
+    assert state(between)["account_state"] == "received"
+    assert state(events[1].timestamp)["account_state"] == "approved"
+    assert state(before)["exists"] is False
