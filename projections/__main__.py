@@ -33,25 +33,30 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--progress", action="store_true", help="print one JSON line per batch")
     sub.add_parser("stats", help="print event counts of the read models as JSON")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s projector %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s projector %(levelname)s %(message)s"
+    )
     logging.getLogger("kafka").setLevel(logging.WARNING)
 
     config = ProjectorConfig.from_env()
     trail = build(config)
     if args.command == "stats":
-        rows = trail.client.query_rows(
-            f"SELECT count(), uniqExact(event_id) FROM {trail.table}"
-        )
+        rows = trail.client.query_rows(f"SELECT count(), uniqExact(event_id) FROM {trail.table}")
         total, unique = rows[0]
-        print(orjson.dumps({"rows": total, "unique_events": unique,
-                            "by_type": trail.totals()}).decode())
+        print(
+            orjson.dumps(
+                {"rows": total, "unique_events": unique, "by_type": trail.totals()}
+            ).decode()
+        )
         return
 
     config = dataclasses.replace(config, max_poll_records=args.max_poll_records)
     projector = Projector(config, trail)
     if args.progress:
+
         def report(events: list[dict[str, object]]) -> None:
             print(orjson.dumps({"stored": projector.stored}).decode(), flush=True)
+
         projector.on_batch = report
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

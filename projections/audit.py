@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -23,6 +23,16 @@ HISTORY_COLUMNS = [
     "recorded_at", "province_code", "commune_code", *_WHERE_FIELDS, "detail", "previous_hash",
     "hash",
 ]  # fmt: skip
+
+
+# Hourly breakdowns: name -> column. Channel, phone and device are known for registrations.
+BREAKDOWNS = {
+    "event_type": "event_type",
+    "channel": "channel",
+    "phone": "phone",
+    "device": "device_id",
+}
+REGISTRATIONS = "event_type = 'registration_received'"
 
 
 def _json_default(value: Any) -> str:
@@ -46,7 +56,7 @@ def to_row(event: dict[str, Any], partition: int, offset: int) -> list[Any]:
 
 def as_utc(value: datetime) -> datetime:
     """ClickHouse returns DateTime64(3, 'UTC') values naive; they are UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def payload_of(event_type: str, detail: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
@@ -85,7 +95,9 @@ class AuditTrail:
 
     def stored_offsets(self) -> dict[int, int]:
         """partition -> highest Kafka offset already stored."""
-        sql = f"SELECT kafka_partition, max(kafka_offset) FROM {self.table} GROUP BY kafka_partition"
+        sql = (
+            f"SELECT kafka_partition, max(kafka_offset) FROM {self.table} GROUP BY kafka_partition"
+        )
         return {int(p): int(o) for p, o in self.client.query_rows(sql)}
 
     def history(self, account_id: UUID) -> list[dict[str, Any]]:
@@ -105,30 +117,56 @@ class AuditTrail:
         return out
 
     def hourly(
-        self, level: str, code: str, since: datetime, until: datetime
+        self, level: str, code: str, since: datetime, until: datetime, by: str = "event_type"
     ) -> list[tuple[datetime, str, int]]:
-        """(hour, event_type, count) by the hour the events happened, for a commune or province."""
+        """(hour, key, count) by the hour events happened, in a commune or a province.
+
+        `by` is event_type (all events), or channel / phone / device (registrations received).
+        """
         column = "commune_code" if level == "commune" else "province_code"
+        key = BREAKDOWNS[by]
+        only = "event_type != 'history_read'" if by == "event_type" else REGISTRATIONS
         sql = (
-            f"SELECT toStartOfHour(occurred_at) AS hour, event_type, count() FROM {self.table} "
-            f"WHERE {column} = {{code:String}} AND event_type != 'history_read' "
+            f"SELECT toStartOfHour(occurred_at) AS hour, {key} AS key, count() FROM {self.table} "
+            f"WHERE {column} = {{code:String}} AND {only} "
             f"AND occurred_at >= {{since:DateTime64(3)}} "
-            f"AND occurred_at < {{until:DateTime64(3)}} GROUP BY hour, event_type "
-            f"ORDER BY hour, event_type"
+            f"AND occurred_at < {{until:DateTime64(3)}} GROUP BY hour, key ORDER BY hour, key"
         )
         rows = self.client.query_rows(sql, {"code": code, "since": since, "until": until})
-        return [(as_utc(hour), event_type, int(n)) for hour, event_type, n in rows]
+        return [(as_utc(hour), str(k), int(n)) for hour, k, n in rows]
+
+    def device_hours(
+        self, level: str, code: str, since: datetime, until: datetime
+    ) -> list[tuple[str, str, datetime, int]]:
+        """(device, station, hour, registrations received) for every device that worked."""
+        column = "commune_code" if level == "commune" else "province_code"
+        sql = (
+            f"SELECT device_id, any(station_id), toStartOfHour(occurred_at) AS hour, count() "
+            f"FROM {self.table} WHERE {column} = {{code:String}} AND {REGISTRATIONS} "
+            f"AND occurred_at >= {{since:DateTime64(3)}} AND occurred_at < {{until:DateTime64(3)}} "
+            f"GROUP BY device_id, hour ORDER BY device_id, hour"
+        )
+        rows = self.client.query_rows(sql, {"code": code, "since": since, "until": until})
+        return [(d, st, as_utc(h), int(n)) for d, st, h, n in rows]
 
     def access_log(self, since: datetime, until: datetime, limit: int) -> list[dict[str, Any]]:
         """Who read which account's history or state, when, and for what stated purpose."""
         sql = (
-            f"SELECT occurred_at, account_id, operator_id, detail, commune_code FROM {self.table} "
+            f"SELECT occurred_at, account_id, detail, commune_code FROM {self.table} "
             f"WHERE event_type = 'history_read' AND occurred_at >= {{since:DateTime64(3)}} "
-            f"AND occurred_at < {{until:DateTime64(3)}} ORDER BY occurred_at DESC LIMIT {int(limit)}"
+            f"AND occurred_at < {{until:DateTime64(3)}} "
+            f"ORDER BY occurred_at DESC LIMIT {int(limit)}"
         )
         rows = self.client.query_rows(sql, {"since": since, "until": until})
-        return [{"at": as_utc(at), "account_id": str(acc), **orjson.loads(detail),
-                 "commune_code": commune} for at, acc, _, detail, commune in rows]
+        return [
+            {
+                "at": as_utc(at),
+                "account_id": str(acc),
+                **orjson.loads(detail),
+                "commune_code": commune,
+            }
+            for at, acc, detail, commune in rows
+        ]
 
     def freshness(self, minutes: int) -> dict[str, float | int]:
         """Seconds from the registry recording an event to its row being stored (visible)."""

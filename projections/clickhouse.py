@@ -32,15 +32,17 @@ def _statements(sql: str) -> list[str]:
 
 
 class LockedClient:
-    """Serialises use of one client across threads (the embedded engine's handle is not shared-safe)."""
+    """Serialises one client's use across threads (an embedded engine handle is not shared)."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
         self._lock = threading.Lock()
 
-    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    def query_rows(
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
         with self._lock:
-            return list(self._client.query(sql, parameters=parameters).result_rows)
+            return [tuple(r) for r in self._client.query(sql, parameters=parameters).result_rows]
 
     def insert(self, table: str, rows: list[list[Any]], column_names: list[str]) -> None:
         with self._lock:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
@@ -106,8 +106,11 @@ class Projector:
                 self._consumer.seek(tp, stored[tp.partition] + 1)
             else:
                 self._consumer.seek_to_beginning(tp)
-        log.info("assigned %s, resuming after stored offsets %s",
-                 sorted(tp.partition for tp in assigned), stored)
+        log.info(
+            "assigned %s, resuming after stored offsets %s",
+            sorted(tp.partition for tp in assigned),
+            stored,
+        )
 
     def step(self) -> int:
         """One poll -> store -> commit cycle; returns the number of events stored."""
@@ -143,8 +146,9 @@ class Projector:
         ]
         self._dlq.send(self.config.dlq_topic, key=record.key, value=record.value, headers=headers)
         self.dead_letters += 1
-        log.warning("dead-lettered %s/%d/%d: %s", record.topic, record.partition,
-                    record.offset, reason)
+        log.warning(
+            "dead-lettered %s/%d/%d: %s", record.topic, record.partition, record.offset, reason
+        )
 
     def run(self, stop: threading.Event) -> None:
         self.start()

@@ -1,4 +1,4 @@
-"""Avro single-object encoding of citizen events (C3 01 + 8-byte fingerprint + body), via fastavro."""
+"""Avro single-object encoding of citizen events (C3 01, 8-byte fingerprint, body) via fastavro."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class SerializationError(ValueError):
 
 
 def load_schema(path: Path) -> dict[str, Any]:
-    return fastavro.parse_schema(json.loads(path.read_text()))
+    return fastavro.parse_schema(json.loads(path.read_text()))  # type: ignore[return-value]
 
 
 def schema_fingerprint(schema: dict[str, Any]) -> bytes:

@@ -32,8 +32,12 @@ def kafka_bootstrap() -> Iterator[str]:
     if _answers(KAFKA_PORT):
         yield BOOTSTRAP
         return
-    env = {**os.environ, "VAR_DIR": str(ROOT / "var"), "KAFKA_PORT": str(KAFKA_PORT),
-           "KAFKA_CONTROLLER_PORT": str(KAFKA_PORT + 1)}
+    env = {
+        **os.environ,
+        "VAR_DIR": str(ROOT / "var"),
+        "KAFKA_PORT": str(KAFKA_PORT),
+        "KAFKA_CONTROLLER_PORT": str(KAFKA_PORT + 1),
+    }
     subprocess.run([str(ROOT / "infra/kafka/broker.sh"), "start"], env=env, check=True)
     try:
         yield BOOTSTRAP
@@ -71,7 +75,9 @@ def env_for(tmp_path: Path) -> Callable[..., dict[str, str]]:
     return make
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 60.0, every: float = 0.1) -> object:
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 60.0, every: float = 0.1
+) -> object:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:

@@ -38,17 +38,33 @@ def registration_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-def register_command(citizen_id: str | None = None, commune: str = "22420",
-                     captured_at: str = "2023-06-27T09:15:00+07:00") -> RegisterCitizen:
+def register_command(
+    citizen_id: str | None = None,
+    commune: str = "22420",
+    captured_at: str = "2023-06-27T09:15:00+07:00",
+) -> RegisterCitizen:
     return RegisterCitizen(
-        command_id=f"reg-{uuid.uuid4()}", citizen_id=citizen_id or personal_number(),
-        full_name="Trần Văn Test", date_of_birth="1990-05-01", sex="male",
-        commune_code=commune, province_code=COMMUNES[commune], station_id="st-1",
-        device_id="dev-1", operator_id="op-1", channel="station", phone="basic",
+        command_id=f"reg-{uuid.uuid4()}",
+        citizen_id=citizen_id or personal_number(),
+        full_name="Trần Văn Test",
+        date_of_birth="1990-05-01",
+        sex="male",
+        commune_code=commune,
+        province_code=COMMUNES[commune],
+        station_id="st-1",
+        device_id="dev-1",
+        operator_id="op-1",
+        channel="station",
+        phone="basic",
         captured_at=captured_at,
     )
 
 
 def approve_command(citizen_id: str) -> DecideRegistration:
-    return DecideRegistration(command_id=f"dec-{uuid.uuid4()}", citizen_id=citizen_id,
-                              decision="approved", reason="", decided_at="2023-06-27T10:05:00+07:00")
+    return DecideRegistration(
+        command_id=f"dec-{uuid.uuid4()}",
+        citizen_id=citizen_id,
+        decision="approved",
+        reason="",
+        decided_at="2023-06-27T10:05:00+07:00",
+    )

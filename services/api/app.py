@@ -7,18 +7,18 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Path, Query, Request
-from starlette.concurrency import run_in_threadpool
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import ORJSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from projections.audit import AuditTrail, verify_history
 from projections.clickhouse import LockedClient, connect
 from projections.runner import Projector, ProjectorConfig
-from services.api import intake
-from services.api.auth import require
+from services.api import intake, progress
+from services.api.deps import ADMIN, AUDIT, COMMANDS, READ, aware, backbone_of
 from services.api.errors import ApiError, install
 from services.api.feed import Feed
 from services.api.models import (
@@ -28,11 +28,10 @@ from services.api.models import (
     StatusChangeIn,
     TargetIn,
 )
-from services.api.progress import progress
 from services.api.sync import SyncIn, apply_backlog
-from services.registry.reconcile import reconcile
 from services.registry.application import Outcome, Registry
 from services.registry.commands import Command
+from services.registry.reconcile import reconcile
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,10 +39,6 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 8 * 1024 * 1024
 PersonalNumberPath = Annotated[str, Path(pattern=r"^[0-9]{12}$")]
 Purpose = Annotated[str, Query(min_length=3, max_length=200, description="why the data is read")]
-COMMANDS = Depends(require("station"))
-ADMIN = Depends(require("admin"))
-AUDIT = Depends(require("auditor"))
-READ = Depends(require("viewer", "auditor", "station"))
 
 
 @dataclass
@@ -116,16 +111,13 @@ def create_app(settings: Settings, embedded_projector: bool = True) -> FastAPI:
 
     _command_routes(app)
     _read_routes(app)
+    progress.install(app)
     return app
-
-
-def _backbone(request: Request) -> Backbone:
-    return request.app.state.backbone  # type: ignore[no-any-return]
 
 
 def _audited_account(request: Request, citizen_id: str, purpose: str, scope: str) -> Any:
     """The citizen's account, after recording this read of it; 404 if there is none."""
-    registry = _backbone(request).registry
+    registry = backbone_of(request).registry
     account = registry.account(citizen_id)
     if account is None:
         raise ApiError(404, "account_not_found", "no history is recorded for this citizen")
@@ -141,29 +133,30 @@ def _outcome(outcome: Outcome, status: int = 201) -> ORJSONResponse:
 def _command_routes(app: FastAPI) -> None:
     @app.post("/v1/registrations", status_code=201, dependencies=[COMMANDS])
     def register(body: RegistrationIn, request: Request) -> ORJSONResponse:
-        backbone = _backbone(request)
+        backbone = backbone_of(request)
         return _outcome(backbone.submit(intake.registration(body, backbone.settings)))
 
     @app.post("/v1/registrations/{citizen_id}/decision", status_code=201, dependencies=[COMMANDS])
-    def decide(citizen_id: PersonalNumberPath, body: DecisionIn, request: Request) -> ORJSONResponse:
-        backbone = _backbone(request)
+    def decide(
+        citizen_id: PersonalNumberPath, body: DecisionIn, request: Request
+    ) -> ORJSONResponse:
+        backbone = backbone_of(request)
         return _outcome(backbone.submit(intake.decision(citizen_id, body, backbone.settings)))
 
     @app.post("/v1/activations", status_code=201, dependencies=[COMMANDS])
     def activate(body: ActivationIn, request: Request) -> ORJSONResponse:
-        backbone = _backbone(request)
+        backbone = backbone_of(request)
         return _outcome(backbone.submit(intake.activation(body, backbone.settings)))
 
     @app.post("/v1/status-changes", status_code=201, dependencies=[COMMANDS])
     def change_status(body: StatusChangeIn, request: Request) -> ORJSONResponse:
-        backbone = _backbone(request)
+        backbone = backbone_of(request)
         return _outcome(backbone.submit(intake.status_change(body, backbone.settings)))
-
 
     @app.post("/v1/sync", dependencies=[COMMANDS])
     def sync(body: SyncIn, request: Request) -> dict[str, Any]:
         """A device's offline backlog, applied in order; resending all or part is safe."""
-        backbone = _backbone(request)
+        backbone = backbone_of(request)
         results = apply_backlog(backbone.registry, backbone.settings, body)
         summary: dict[str, int] = {}
         for item in results:
@@ -177,7 +170,7 @@ def _command_routes(app: FastAPI) -> None:
             text = (await request.body()).decode("utf-8")
         except UnicodeDecodeError:
             raise ApiError(400, "invalid_csv", "the body must be UTF-8 CSV") from None
-        backbone = _backbone(request)
+        backbone = backbone_of(request)
         try:
             return await run_in_threadpool(reconcile, backbone.registry, text)
         except ValueError as exc:
@@ -187,13 +180,13 @@ def _command_routes(app: FastAPI) -> None:
     def set_target(
         commune_code: Annotated[str, Path(pattern=r"^[0-9]{5}$")], body: TargetIn, request: Request
     ) -> ORJSONResponse:
-        return _outcome(_backbone(request).submit(intake.target(commune_code, body)), 200)
+        return _outcome(backbone_of(request).submit(intake.target(commune_code, body)), 200)
 
 
 def _read_routes(app: FastAPI) -> None:
     @app.get("/healthz")
     def healthz(request: Request) -> dict[str, Any]:
-        backbone = _backbone(request)
+        backbone = backbone_of(request)
         projector = backbone.projector
         return {
             "status": "ok",
@@ -206,18 +199,20 @@ def _read_routes(app: FastAPI) -> None:
     async def feed(request: Request) -> StreamingResponse:
         """Server-sent events: one `counts` event per stored batch (token may be ?token=)."""
         return StreamingResponse(
-            _backbone(request).feed.stream(),
+            backbone_of(request).feed.stream(),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
     @app.get("/v1/citizens/{citizen_id}/history", dependencies=[AUDIT])
-    def history(citizen_id: PersonalNumberPath, purpose: Purpose, request: Request) -> dict[str, Any]:
+    def history(
+        citizen_id: PersonalNumberPath, purpose: Purpose, request: Request
+    ) -> dict[str, Any]:
         """Every event of the citizen in order, with the chain and completeness verified.
 
         The read itself is recorded (who, when, why) before anything is returned.
         """
-        backbone = _backbone(request)
+        backbone = backbone_of(request)
         account = _audited_account(request, citizen_id, purpose, "history")
         events = backbone.trail.history(account.id)
         return {
@@ -229,13 +224,15 @@ def _read_routes(app: FastAPI) -> None:
 
     @app.get("/v1/citizens/{citizen_id}/state", dependencies=[AUDIT])
     def state(
-        citizen_id: PersonalNumberPath, purpose: Purpose, request: Request,
+        citizen_id: PersonalNumberPath,
+        purpose: Purpose,
+        request: Request,
         as_of: datetime | None = None,
     ) -> dict[str, Any]:
         """The account replayed from the event store up to `as_of` (default: now)."""
-        moment = _aware(as_of) if as_of else datetime.now(timezone.utc)
+        moment = aware(as_of) if as_of else datetime.now(UTC)
         _audited_account(request, citizen_id, purpose, "state")
-        account = _backbone(request).registry.account_as_of(citizen_id, moment)
+        account = backbone_of(request).registry.account_as_of(citizen_id, moment)
         if account is None:
             return {"as_of": moment.isoformat(), "exists": False, "version": 0}
         return {
@@ -247,76 +244,12 @@ def _read_routes(app: FastAPI) -> None:
 
     @app.get("/v1/access-log", dependencies=[ADMIN])
     def access_log(
-        request: Request, since: datetime | None = None, until: datetime | None = None,
+        request: Request,
+        since: datetime | None = None,
+        until: datetime | None = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
     ) -> dict[str, Any]:
         """Reads of citizens' histories and states: who, when, what, for what stated purpose."""
-        until = _aware(until) if until else datetime.now(timezone.utc) + timedelta(minutes=1)
-        since = _aware(since) if since else until - timedelta(days=7)
-        return {"reads": _backbone(request).trail.access_log(since, until, limit)}
-
-    @app.get("/v1/progress/freshness", dependencies=[READ])
-    def freshness(
-        request: Request, minutes: Annotated[int, Query(ge=1, le=1440)] = 60
-    ) -> dict[str, Any]:
-        """How long recorded events took to become visible in the counts, over recent minutes."""
-        return {"minutes": minutes, **_backbone(request).trail.freshness(minutes)}
-
-    @app.get("/v1/progress", dependencies=[READ])
-    def cumulative(
-        request: Request,
-        level: Literal["commune", "province"],
-        code: Annotated[str, Query(pattern=r"^[0-9]{2}$|^[0-9]{5}$")],
-    ) -> dict[str, Any]:
-        """Cumulative received and activated (distinct accounts) against targets, in percent."""
-        if len(code) != (5 if level == "commune" else 2):
-            raise ApiError(422, "invalid_request", f"code does not fit level {level}",
-                           {"code": f"a {level} code"})
-        backbone = _backbone(request)
-        try:
-            return progress(backbone.registry, backbone.trail, level, code)
-        except (KeyError, ValueError):
-            raise ApiError(404, "unknown_locality", f"no current {level} has this code") from None
-
-    @app.get("/v1/progress/hourly", dependencies=[READ])
-    def hourly(
-        request: Request,
-        commune_code: Annotated[str | None, Query(pattern=r"^[0-9]{5}$")] = None,
-        province_code: Annotated[str | None, Query(pattern=r"^[0-9]{2}$")] = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> dict[str, Any]:
-        if (commune_code is None) == (province_code is None):
-            raise ApiError(422, "invalid_request", "give exactly one of commune_code, province_code",
-                           {"commune_code": "exactly one of commune_code, province_code"})
-        until = _aware(until) if until else datetime.now(timezone.utc) + timedelta(hours=1)
-        since = _aware(since) if since else until - timedelta(days=2)
-        if since >= until:
-            raise ApiError(422, "invalid_request", "since must be before until",
-                           {"since": "must be before until"})
-        level, code = ("commune", commune_code) if commune_code else ("province", province_code)
-        rows = _backbone(request).trail.hourly(level, code or "", since, until)
-        hours: dict[datetime, dict[str, int]] = {}
-        for hour, event_type, count in rows:
-            hours.setdefault(hour, {})[event_type] = count
-        return {
-            "level": level,
-            "code": code,
-            "since": since.isoformat(),
-            "until": until.isoformat(),
-            "hours": [
-                {"hour": _vn(hour), "counts": counts, "total": sum(counts.values())}
-                for hour, counts in sorted(hours.items())
-            ],
-        }
-
-
-VN = timezone(timedelta(hours=7))
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=VN)
-
-
-def _vn(value: datetime) -> str:
-    return value.astimezone(VN).isoformat()
+        until = aware(until) if until else datetime.now(UTC) + timedelta(minutes=1)
+        since = aware(since) if since else until - timedelta(days=7)
+        return {"reads": backbone_of(request).trail.access_log(since, until, limit)}

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, Literal
 
+from fastapi import FastAPI, Query, Request
 from vietnam_provinces import Province, Ward
 
 from projections.audit import AuditTrail
+from services.api.deps import READ, VN, aware, backbone_of, vn
+from services.api.errors import ApiError
 from services.registry.application import Registry
 
 METRICS = ("received", "activated")
@@ -58,8 +63,13 @@ def progress(registry: Registry, trail: AuditTrail, level: str, code: str) -> di
         commune_counts = counts.get(commune, {})
         if level == "province" and not targets and not commune_counts:
             continue
-        rows.append({"commune_code": commune, "name": commune_name(commune),
-                     **_against(commune_counts, targets)})
+        rows.append(
+            {
+                "commune_code": commune,
+                "name": commune_name(commune),
+                **_against(commune_counts, targets),
+            }
+        )
         for metric in METRICS:
             totals[metric] += commune_counts.get(metric, 0)
             if metric in targets:
@@ -67,5 +77,127 @@ def progress(registry: Registry, trail: AuditTrail, level: str, code: str) -> di
                 agg["target"] += targets[metric]["target"]
                 agg["deadline"] = max(filter(None, [agg["deadline"], targets[metric]["deadline"]]))
     name = commune_name(code) if level == "commune" else province_name(code)
-    return {"level": level, "code": code, "name": name, **_against(totals, target_totals),
-            "communes": rows}
+    return {
+        "level": level,
+        "code": code,
+        "name": name,
+        **_against(totals, target_totals),
+        "communes": rows,
+    }
+
+
+def device_days(rows: list[tuple[str, str, datetime, int]]) -> list[dict[str, Any]]:
+    """Per device and local day: registrations, working span, and idle hours inside the span.
+
+    An idle hour is a clock hour between the device's first and last registration of the day
+    in which it took none: "the machine waits for people".
+    """
+    days: dict[tuple[str, date], dict[datetime, int]] = defaultdict(dict)
+    stations: dict[str, str] = {}
+    for device, station, hour, n in rows:
+        local = hour.astimezone(VN)
+        days[(device, local.date())][local] = n
+        stations[device] = station
+    out = []
+    for (device, day), hours in sorted(days.items()):
+        first, last = min(hours), max(hours)
+        span = int((last - first) / timedelta(hours=1)) + 1
+        out.append({
+            "device_id": device, "station_id": stations[device], "date": day.isoformat(),
+            "registrations": sum(hours.values()), "first_hour": first.isoformat(),
+            "last_hour": last.isoformat(), "active_hours": len(hours),
+            "idle_hours": span - len(hours), "peak_per_hour": max(hours.values()),
+        })  # fmt: skip
+    return out
+
+
+Commune = Annotated[str | None, Query(pattern=r"^[0-9]{5}$")]
+ProvinceCode = Annotated[str | None, Query(pattern=r"^[0-9]{2}$")]
+
+
+def _locality(commune_code: str | None, province_code: str | None) -> tuple[str, str]:
+    if (commune_code is None) == (province_code is None):
+        raise ApiError(
+            422,
+            "invalid_request",
+            "give exactly one of commune_code, province_code",
+            {"commune_code": "exactly one of commune_code, province_code"},
+        )
+    return ("commune", commune_code) if commune_code else ("province", province_code)  # type: ignore[return-value]
+
+
+def _window(since: datetime | None, until: datetime | None, days: int) -> tuple[datetime, datetime]:
+    end = aware(until) if until else datetime.now(UTC) + timedelta(hours=1)
+    start = aware(since) if since else end - timedelta(days=days)
+    if start >= end:
+        raise ApiError(
+            422, "invalid_request", "since must be before until", {"since": "must be before until"}
+        )
+    return start, end
+
+
+def install(app: FastAPI) -> None:
+    """The progress-room reads: cumulative against targets, hourly, per device, freshness."""
+
+    @app.get("/v1/progress", dependencies=[READ])
+    def cumulative(
+        request: Request,
+        level: Literal["commune", "province"],
+        code: Annotated[str, Query(pattern=r"^[0-9]{2}$|^[0-9]{5}$")],
+    ) -> dict[str, Any]:
+        """Cumulative received and activated (distinct accounts) against targets, in percent."""
+        if len(code) != (5 if level == "commune" else 2):
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"code does not fit level {level}",
+                {"code": f"a {level} code"},
+            )
+        backbone = backbone_of(request)
+        try:
+            return progress(backbone.registry, backbone.trail, level, code)
+        except (KeyError, ValueError):
+            raise ApiError(404, "unknown_locality", f"no current {level} has this code") from None
+
+    @app.get("/v1/progress/hourly", dependencies=[READ])
+    def hourly(
+        request: Request,
+        commune_code: Commune = None,
+        province_code: ProvinceCode = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        by: Literal["event_type", "channel", "phone", "device"] = "event_type",
+    ) -> dict[str, Any]:
+        """Counts by the hour events happened (device time), split by `by`."""
+        level, code = _locality(commune_code, province_code)
+        start, end = _window(since, until, days=2)
+        hours: dict[datetime, dict[str, int]] = {}
+        for hour, key, count in backbone_of(request).trail.hourly(level, code, start, end, by):
+            hours.setdefault(hour, {})[key] = count
+        return {
+            "level": level, "code": code, "by": by, "since": start.isoformat(),
+            "until": end.isoformat(),
+            "hours": [{"hour": vn(hour), "counts": counts, "total": sum(counts.values())}
+                      for hour, counts in sorted(hours.items())],
+        }  # fmt: skip
+
+    @app.get("/v1/progress/devices", dependencies=[READ])
+    def devices(
+        request: Request,
+        commune_code: Commune = None,
+        province_code: ProvinceCode = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Per-device daily throughput and idle hours (registrations received)."""
+        level, code = _locality(commune_code, province_code)
+        start, end = _window(since, until, days=7)
+        rows = backbone_of(request).trail.device_hours(level, code, start, end)
+        return {"level": level, "code": code, "days": device_days(rows)}
+
+    @app.get("/v1/progress/freshness", dependencies=[READ])
+    def freshness(
+        request: Request, minutes: Annotated[int, Query(ge=1, le=1440)] = 60
+    ) -> dict[str, Any]:
+        """How long recorded events took to become visible in the counts, over recent minutes."""
+        return {"minutes": minutes, **backbone_of(request).trail.freshness(minutes)}

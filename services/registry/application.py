@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -87,14 +87,15 @@ class Registry(Application[UUID]):
     def target(self, commune_code: str, metric: str) -> CommuneTarget | None:
         return self._get(CommuneTarget.id_for(commune_code, metric))  # type: ignore[no-any-return]
 
-    def record_access(self, account: Account, actor: str, role: str, purpose: str,
-                      scope: str) -> AccessRecord:
+    def record_access(
+        self, account: Account, actor: str, role: str, purpose: str, scope: str
+    ) -> AccessRecord:
         """Record that `actor` read this account's `scope` (history or state), and why."""
         record = AccessRecord(
             account_id=str(account.id),
             subject={"commune_code": account.commune_code, "province_code": account.province_code},
             actor=actor, role=role, purpose=purpose, scope=scope,
-            occurred_at=datetime.now(timezone.utc).isoformat(),
+            occurred_at=datetime.now(UTC).isoformat(),
         )  # fmt: skip
         self.save(record)
         return record
@@ -104,7 +105,7 @@ class Registry(Application[UUID]):
         acc_id = self.account_id(citizen_id)
         version = None
         for stored in self.events.get(acc_id):
-            if stored.timestamp > as_of:
+            if stored.timestamp > as_of:  # type: ignore[attr-defined]
                 break
             version = stored.originator_version
         if version is None:

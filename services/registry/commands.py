@@ -41,8 +41,10 @@ class Command:
 
     def result(self, aggregate: Any) -> dict[str, Any]:
         """What the client gets back (and gets again for a resend)."""
-        return {"event_id": str(event_id(aggregate.id, aggregate.version)),
-                "version": aggregate.version}
+        return {
+            "event_id": str(event_id(aggregate.id, aggregate.version)),
+            "version": aggregate.version,
+        }
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,11 @@ class AccountCommand(Command):
         raise NotImplementedError
 
     def result(self, aggregate: Account) -> dict[str, Any]:
-        return {"account_id": str(aggregate.id), **super().result(aggregate),
-                **aggregate.snapshot_state()}
+        return {
+            "account_id": str(aggregate.id),
+            **super().result(aggregate),
+            **aggregate.snapshot_state(),
+        }
 
 
 @dataclass(frozen=True)
@@ -150,11 +155,17 @@ class SetTarget(Command):
 
     def apply(self, aggregate: CommuneTarget | None, aggregate_id: UUID) -> CommuneTarget:
         if aggregate is None:
-            return CommuneTarget.set(self.commune_code, self.province_code, self.metric,
-                                     self.target, self.deadline)
+            return CommuneTarget.set(
+                self.commune_code, self.province_code, self.metric, self.target, self.deadline
+            )
         aggregate.revise(self.target, self.deadline)
         return aggregate
 
     def result(self, aggregate: CommuneTarget) -> dict[str, Any]:
-        return {**super().result(aggregate), "commune_code": self.commune_code,
-                "metric": self.metric, "target": aggregate.target, "deadline": aggregate.deadline}
+        return {
+            **super().result(aggregate),
+            "commune_code": self.commune_code,
+            "metric": self.metric,
+            "target": aggregate.target,
+            "deadline": aggregate.deadline,
+        }

@@ -85,7 +85,9 @@ def next_account_state(action: str, state: str, citizen_status: str) -> str:
             "register": "one_open_registration",
             "activate": "activation_requires_approval",
         }.get(action, "invalid_transition")
-        raise RuleViolationError(rule, f"cannot {action} an account in state {state}", current)
+        raise RuleViolationError(
+            rule, f"cannot {action} an account in state {state}", current
+        ) from None
 
 
 def next_citizen_status(status: str, citizen_status: str, state: str) -> str:
@@ -96,7 +98,7 @@ def next_citizen_status(status: str, citizen_status: str, state: str) -> str:
         rule = "citizen_deceased" if citizen_status == DECEASED else "invalid_transition"
         raise RuleViolationError(
             rule, f"cannot record {status} for a citizen who is {citizen_status}", current
-        )
+        ) from None
 
 
 class Account(Aggregate):
@@ -124,8 +126,9 @@ class Account(Aggregate):
     ) -> Account:
         """A new account, under the id derived from the citizen's personal number."""
         payload = _registration_payload(registration, attempt=1)
-        link = _link(GENESIS, account_id, 1, "registration_received", occurred_at, registration,
-                     payload)
+        link = _link(
+            GENESIS, account_id, 1, "registration_received", occurred_at, registration, payload
+        )
         return cls._create(
             cls.RegistrationReceived,  # type: ignore[attr-defined]
             id=account_id,
@@ -135,10 +138,12 @@ class Account(Aggregate):
             link=link,
         )
 
-    def _next_link(self, event_type: str, occurred_at: str, where: dict[str, Any],
-                   payload: dict[str, Any]) -> dict[str, str]:
-        return _link(self.last_hash, self.id, self.version + 1, event_type, occurred_at, where,
-                     payload)
+    def _next_link(
+        self, event_type: str, occurred_at: str, where: dict[str, Any], payload: dict[str, Any]
+    ) -> dict[str, str]:
+        return _link(
+            self.last_hash, self.id, self.version + 1, event_type, occurred_at, where, payload
+        )
 
     def snapshot_state(self) -> dict[str, str]:
         return {"account_state": self.state, "citizen_status": self.citizen_status}
@@ -218,11 +223,22 @@ class Account(Aggregate):
             new_citizen_status = next_citizen_status(status, self.citizen_status, self.state)
         else:
             raise ValueError(f"unknown status {status!r}")
-        payload = {"status": status, "reason": reason, "source": source,
-                   "account_state": new_state, "citizen_status": new_citizen_status}
+        payload = {
+            "status": status,
+            "reason": reason,
+            "source": source,
+            "account_state": new_state,
+            "citizen_status": new_citizen_status,
+        }
         link = self._next_link("status_changed", occurred_at, self.subject(), payload)
         self._status_changed(
-            self.subject(), status, reason, source, occurred_at, new_state, new_citizen_status,
+            self.subject(),
+            status,
+            reason,
+            source,
+            occurred_at,
+            new_state,
+            new_citizen_status,
             link,
         )
 
@@ -253,8 +269,15 @@ def _link(
     previous: str, account_id: UUID, sequence: int, event_type: str, occurred_at: str,
     where: dict[str, Any], payload: dict[str, Any],
 ) -> dict[str, str]:  # fmt: skip
-    content = content_of(str(account_id), sequence, event_type, occurred_at,
-                         where["province_code"], where["commune_code"], payload)
+    content = content_of(
+        str(account_id),
+        sequence,
+        event_type,
+        occurred_at,
+        where["province_code"],
+        where["commune_code"],
+        payload,
+    )
     return {"previous_hash": previous, "hash": link_hash(previous, content)}
 
 
@@ -297,12 +320,17 @@ class CommuneTarget(Aggregate):
         return uuid5(TARGET_NAMESPACE, f"{commune_code}/{metric}")
 
     @classmethod
-    def set(cls, commune_code: str, province_code: str, metric: str, target: int,
-            deadline: str) -> CommuneTarget:
+    def set(
+        cls, commune_code: str, province_code: str, metric: str, target: int, deadline: str
+    ) -> CommuneTarget:
         return cls._create(
             cls.TargetSet,  # type: ignore[attr-defined]
-            id=cls.id_for(commune_code, metric), commune_code=commune_code,
-            province_code=province_code, metric=metric, target=target, deadline=deadline,
+            id=cls.id_for(commune_code, metric),
+            commune_code=commune_code,
+            province_code=province_code,
+            metric=metric,
+            target=target,
+            deadline=deadline,
         )
 
     @event("TargetRevised")

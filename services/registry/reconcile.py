@@ -87,8 +87,11 @@ def main(argv: list[str] | None = None) -> None:
         "(idempotent by registry reference). Reads the event store chosen by VAR_DIR / "
         "PERSISTENCE_MODULE / SQLITE_DBNAME.",
     )
-    parser.add_argument("csv", type=argparse.FileType("r", encoding="utf-8"),
-                        help="CSV with personal_number,date_of_death,registry_reference ('-' = stdin)")
+    parser.add_argument(
+        "csv",
+        type=argparse.FileType("r", encoding="utf-8"),
+        help="CSV with personal_number,date_of_death,registry_reference ('-' = stdin)",
+    )
     args = parser.parse_args(argv)
     from services.settings import Settings
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from vietnam_provinces import Ward
 
@@ -22,12 +22,12 @@ def province_of(commune_code: str) -> str:
     try:
         ward = Ward.from_code(int(commune_code))  # type: ignore[arg-type]
     except (ValueError, KeyError):
-        raise InvalidCommandError({"commune_code": "not a current commune or ward code"})
+        raise InvalidCommandError({"commune_code": "not a current commune or ward code"}) from None
     return f"{int(ward.province_code):02d}"
 
 
 def check_time(field: str, value: datetime, campaign_start: datetime, max_future: int) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if value > now + timedelta(seconds=max_future):
         raise InvalidCommandError({field: f"is more than {max_future} s in the future"})
     if value < campaign_start:

@@ -19,7 +19,9 @@ def main(argv: list[str] | None = None) -> None:
         "Reads VAR_DIR, SQLITE_DBNAME / PERSISTENCE_MODULE, KAFKA_BOOTSTRAP, KAFKA_TOPIC.",
     )
     parser.add_argument("--batch-size", type=int, default=500, help="events per transaction")
-    parser.add_argument("--partitions", type=int, default=3, help="partitions if it creates the topic")
+    parser.add_argument(
+        "--partitions", type=int, default=3, help="partitions if it creates the topic"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s relay %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
@@ -29,7 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     wait_for_broker(settings)
-    relay = Relay(settings, Registry(settings), RelayOptions(args.batch_size, 0.02, args.partitions))
+    relay = Relay(
+        settings, Registry(settings), RelayOptions(args.batch_size, 0.02, args.partitions)
+    )
     relay.run(stop)
     logging.getLogger(__name__).info("relay stopped at position %d", relay.position)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from eventsourcing.domain import DomainEvent
 from eventsourcing.utils import get_topic
 
 from services.registry.domain import AccessRecord, Account
@@ -46,8 +45,12 @@ def _payload(event: Any, record_name: str) -> dict[str, Any]:
     if record_name == "AccountActivated":
         return {"method": event.method}
     if record_name == "HistoryRead":
-        return {"actor": event.actor, "role": event.role, "purpose": event.purpose,
-                "scope": event.scope}
+        return {
+            "actor": event.actor,
+            "role": event.role,
+            "purpose": event.purpose,
+            "scope": event.scope,
+        }
     return {
         "status": event.status,
         "reason": event.reason,
@@ -69,7 +72,7 @@ def _subject(event: Any) -> dict[str, str]:
     }
 
 
-def to_record(event: DomainEvent, position: int) -> dict[str, Any]:
+def to_record(event: Any, position: int) -> dict[str, Any]:
     """The public record of one domain event at `position` in the store's total order."""
     event_type, record_name = _PUBLIC[type(event)]
     subject = _subject(event)
@@ -86,11 +89,19 @@ def to_record(event: DomainEvent, position: int) -> dict[str, Any]:
     if record_name == "HistoryRead":
         # A read is about an account but not part of its history: no sequence, no chain link,
         # and the personal number is not repeated.
-        record.update(account_id=event.account_id, sequence=0, citizen_id="",  # type: ignore[attr-defined]
-                      previous_hash="", hash="")
+        record.update(
+            account_id=event.account_id,
+            sequence=0,
+            citizen_id="",  # type: ignore[attr-defined]
+            previous_hash="",
+            hash="",
+        )
     else:
-        record.update(account_id=str(event.originator_id), sequence=event.originator_version,
-                      citizen_id=subject["citizen_id"],
-                      previous_hash=event.link["previous_hash"],  # type: ignore[attr-defined]
-                      hash=event.link["hash"])  # type: ignore[attr-defined]
+        record.update(
+            account_id=str(event.originator_id),
+            sequence=event.originator_version,
+            citizen_id=subject["citizen_id"],
+            previous_hash=event.link["previous_hash"],  # type: ignore[attr-defined]
+            hash=event.link["hash"],
+        )  # type: ignore[attr-defined]
     return record

@@ -56,8 +56,10 @@ def committed_position(settings: Settings, window: int = 64) -> int:
         consumer_timeout_ms=2000,
     )
     try:
-        parts = [TopicPartition(settings.kafka_topic, p)
-                 for p in consumer.partitions_for_topic(settings.kafka_topic) or ()]
+        parts = [
+            TopicPartition(settings.kafka_topic, p)
+            for p in consumer.partitions_for_topic(settings.kafka_topic) or ()
+        ]
         best = 0
         for tp in parts:
             best = max(best, _last_position(consumer, codec, tp, window))
@@ -177,9 +179,11 @@ def wait_for_broker(settings: Settings, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            ensure_topic(settings, settings.kafka_topic, RelayOptions().partitions)
-            return
+            admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
         except Exception as exc:  # broker not up yet
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Kafka at {settings.kafka_bootstrap} did not answer") from exc
             time.sleep(0.5)
+        else:
+            admin.close()
+            return

@@ -24,7 +24,9 @@ class Api:
     def __init__(self, base: str) -> None:
         self.http = httpx.Client(base_url=base, timeout=30)
 
-    def call(self, method: str, path: str, role: str | None = "station", **kw: Any) -> httpx.Response:
+    def call(
+        self, method: str, path: str, role: str | None = "station", **kw: Any
+    ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {TOKENS[role]}"} if role else {}
         headers.update(kw.pop("headers", {}))
         return self.http.request(method, path, headers=headers, **kw)
@@ -73,7 +75,12 @@ def test_registration_reaches_history_and_hourly_counts(api: Api) -> None:
     assert body["citizen_id"] not in account_id.replace("-", "")
 
     def history() -> dict[str, Any] | None:
-        got = api.call("GET", f"/v1/citizens/{body['citizen_id']}/history", role="auditor", params={"purpose": "e2e check"}).json()
+        got = api.call(
+            "GET",
+            f"/v1/citizens/{body['citizen_id']}/history",
+            role="auditor",
+            params={"purpose": "e2e check"},
+        ).json()
         return got if got.get("events") else None
 
     trail: Any = wait_until(history, 30)
@@ -82,8 +89,9 @@ def test_registration_reaches_history_and_hourly_counts(api: Api) -> None:
     assert trail["events"][0]["device_id"] == body["device_id"]
     assert trail["verification"]["verified"] is True
 
-    hourly = api.call("GET", "/v1/progress/hourly", role="viewer",
-                      params={"commune_code": "22453"}).json()
+    hourly = api.call(
+        "GET", "/v1/progress/hourly", role="viewer", params={"commune_code": "22453"}
+    ).json()
     assert sum(h["counts"].get("registration_received", 0) for h in hourly["hours"]) == 1
 
 
@@ -105,13 +113,21 @@ def test_lifecycle_rules_are_enforced_with_the_current_state(api: Api) -> None:
     body = registration_body()
     cid = body["citizen_id"]
     assert api.call("POST", "/v1/registrations", json=body).status_code == 201
-    activation = {"command_id": f"act-{cid}", "citizen_id": cid, "method": "vneid_app",
-                  "activated_at": body["captured_at"]}
+    activation = {
+        "command_id": f"act-{cid}",
+        "citizen_id": cid,
+        "method": "vneid_app",
+        "activated_at": body["captured_at"],
+    }
     refused = api.call("POST", "/v1/activations", json=activation)
     assert refused.status_code == 409
     assert refused.json()["error"]["code"] == "activation_requires_approval"
     assert refused.json()["error"]["state"]["account_state"] == "received"
-    decision = {"command_id": f"dec-{cid}", "decision": "approved", "decided_at": body["captured_at"]}
+    decision = {
+        "command_id": f"dec-{cid}",
+        "decision": "approved",
+        "decided_at": body["captured_at"],
+    }
     assert api.call("POST", f"/v1/registrations/{cid}/decision", json=decision).status_code == 201
     activated = api.call("POST", "/v1/activations", json={**activation, "command_id": f"a2-{cid}"})
     assert activated.status_code == 201
@@ -119,8 +135,13 @@ def test_lifecycle_rules_are_enforced_with_the_current_state(api: Api) -> None:
 
 
 def test_unknown_citizen_gets_404(api: Api) -> None:
-    change = {"command_id": "st-unknown-1", "citizen_id": personal_number(), "status": "deceased",
-              "source": "civil_registry", "effective_at": "2023-06-01T00:00:00+07:00"}
+    change = {
+        "command_id": "st-unknown-1",
+        "citizen_id": personal_number(),
+        "status": "deceased",
+        "source": "civil_registry",
+        "effective_at": "2023-06-01T00:00:00+07:00",
+    }
     response = api.call("POST", "/v1/status-changes", json=change)
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "account_not_found"
@@ -134,16 +155,28 @@ BAD_REGISTRATIONS = [
     ("year mismatch", lambda b: b.update(citizen_id="056085000001"), 422, "citizen_id"),
     ("unknown commune", lambda b: b.update(commune_code="99999"), 422, "commune_code"),
     ("naive time", lambda b: b.update(captured_at="2023-06-27T09:00:00"), 422, "captured_at"),
-    ("future time", lambda b: b.update(captured_at="2099-01-01T00:00:00+07:00"), 422, "captured_at"),
-    ("before campaign", lambda b: b.update(captured_at="2020-01-01T00:00:00+07:00"), 422,
-     "captured_at"),
+    (
+        "future time",
+        lambda b: b.update(captured_at="2099-01-01T00:00:00+07:00"),
+        422,
+        "captured_at",
+    ),
+    (
+        "before campaign",
+        lambda b: b.update(captured_at="2020-01-01T00:00:00+07:00"),
+        422,
+        "captured_at",
+    ),
     ("unknown field", lambda b: b.update(nickname="x"), 422, "nickname"),
 ]
 
 
-@pytest.mark.parametrize(("case", "spoil", "status", "field"), BAD_REGISTRATIONS,
-                         ids=[c[0] for c in BAD_REGISTRATIONS])
-def test_bad_registration_is_refused_and_records_nothing(api: Api, case, spoil, status, field) -> None:
+@pytest.mark.parametrize(
+    ("case", "spoil", "status", "field"), BAD_REGISTRATIONS, ids=[c[0] for c in BAD_REGISTRATIONS]
+)
+def test_bad_registration_is_refused_and_records_nothing(
+    api: Api, case, spoil, status, field
+) -> None:
     body = registration_body()
     spoil(body)
     position = api.position()
@@ -157,12 +190,20 @@ def test_bad_registration_is_refused_and_records_nothing(api: Api, case, spoil, 
 
 def test_malformed_json_and_oversized_bodies_are_refused(api: Api) -> None:
     position = api.position()
-    broken = api.call("POST", "/v1/registrations", content=b'{"command_id": ',
-                      headers={"Content-Type": "application/json"})
+    broken = api.call(
+        "POST",
+        "/v1/registrations",
+        content=b'{"command_id": ',
+        headers={"Content-Type": "application/json"},
+    )
     assert broken.status_code == 400
     assert broken.json()["error"]["code"] == "malformed_json"
-    huge = api.call("POST", "/v1/registrations", content=b"x" * (9 * 1024 * 1024),
-                    headers={"Content-Type": "application/json"})
+    huge = api.call(
+        "POST",
+        "/v1/registrations",
+        content=b"x" * (9 * 1024 * 1024),
+        headers={"Content-Type": "application/json"},
+    )
     assert huge.status_code == 413
     assert api.position() == position
 
@@ -185,7 +226,13 @@ def test_roles_are_checked(api: Api, method: str, path: str, role: str | None, s
 
 def test_openapi_lists_the_contract(api: Api) -> None:
     paths = api.http.get("/openapi.json").json()["paths"]
-    for path in ("/v1/registrations", "/v1/registrations/{citizen_id}/decision",
-                 "/v1/activations", "/v1/status-changes", "/v1/citizens/{citizen_id}/history",
-                 "/v1/progress/hourly", "/healthz"):
+    for path in (
+        "/v1/registrations",
+        "/v1/registrations/{citizen_id}/decision",
+        "/v1/activations",
+        "/v1/status-changes",
+        "/v1/citizens/{citizen_id}/history",
+        "/v1/progress/hourly",
+        "/healthz",
+    ):
         assert path in paths

@@ -37,8 +37,11 @@ def publish(backbone: Any) -> None:
 def registered_and_approved(client: TestClient, backbone: Any) -> str:
     body = registration_body()
     assert client.post("/v1/registrations", json=body, headers=STATION).status_code == 201
-    decision = {"command_id": f"d-{body['citizen_id']}", "decision": "approved",
-                "decided_at": body["captured_at"]}
+    decision = {
+        "command_id": f"d-{body['citizen_id']}",
+        "decision": "approved",
+        "decided_at": body["captured_at"],
+    }
     path = f"/v1/registrations/{body['citizen_id']}/decision"
     assert client.post(path, json=decision, headers=STATION).status_code == 201
     publish(backbone)
@@ -47,7 +50,9 @@ def registered_and_approved(client: TestClient, backbone: Any) -> str:
 
 def history(client: TestClient, citizen_id: str, count: int) -> dict[str, Any]:
     def got() -> dict[str, Any] | None:
-        body = client.get(f"/v1/citizens/{citizen_id}/history?purpose=audit", headers=AUDITOR).json()
+        body = client.get(
+            f"/v1/citizens/{citizen_id}/history?purpose=audit", headers=AUDITOR
+        ).json()
         return body if len(body["events"]) >= count else None
 
     return wait_until(got, 60)  # type: ignore[return-value]
@@ -68,7 +73,7 @@ def test_altered_row_breaks_the_chain_at_that_event(app) -> None:
     target = events[1]["event_id"]
     backbone.trail.client.command(
         f"ALTER TABLE {backbone.trail.table} UPDATE detail = "
-        f"'{{\"decision\":\"rejected\",\"reason\":\"\"}}' WHERE event_id = '{target}' "
+        f'\'{{"decision":"rejected","reason":""}}\' WHERE event_id = \'{target}\' '
         f"SETTINGS mutations_sync = 1"
     )
     answer = client.get(f"/v1/citizens/{citizen}/history?purpose=audit", headers=AUDITOR).json()
@@ -105,8 +110,10 @@ def test_every_read_is_recorded_and_visible_in_the_access_log(app) -> None:
         return mine if any(r["scope"] == "state" for r in mine) else None
 
     mine: Any = wait_until(reads, 30)
-    assert {(r["scope"], r["purpose"]) for r in mine} >= {("history", "audit"),
-                                                          ("state", "complaint 123")}
+    assert {(r["scope"], r["purpose"]) for r in mine} >= {
+        ("history", "audit"),
+        ("state", "complaint 123"),
+    }
     assert all(r["role"] == "auditor" and r["actor"].startswith("auditor:") for r in mine)
     assert TOKENS["auditor"] not in str(mine)
     # Reads are not part of the citizen's history or its chain, nor of the progress counts.
@@ -131,9 +138,11 @@ def test_state_as_of_replays_the_store_up_to_that_instant(app) -> None:
     before = events[0].timestamp - timedelta(seconds=1)
 
     def state(at: datetime) -> dict[str, Any]:
-        return client.get(f"/v1/citizens/{citizen}/state",
-                          params={"purpose": "audit", "as_of": at.isoformat()},
-                          headers=AUDITOR).json()
+        return client.get(
+            f"/v1/citizens/{citizen}/state",
+            params={"purpose": "audit", "as_of": at.isoformat()},
+            headers=AUDITOR,
+        ).json()
 
     assert state(between)["account_state"] == "received"
     assert state(events[1].timestamp)["account_state"] == "approved"

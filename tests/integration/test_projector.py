@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -29,9 +29,13 @@ def publish(settings: Settings, registry: Registry) -> None:
 
 
 def projector_for(settings: Settings, chdb_url: str) -> Projector:
-    config = ProjectorConfig(bootstrap=settings.kafka_bootstrap, topic=settings.kafka_topic,
-                             group=settings.projector_group, clickhouse_url=chdb_url,
-                             database=settings.clickhouse_database)
+    config = ProjectorConfig(
+        bootstrap=settings.kafka_bootstrap,
+        topic=settings.kafka_topic,
+        group=settings.projector_group,
+        clickhouse_url=chdb_url,
+        database=settings.clickhouse_database,
+    )
     trail = AuditTrail(LockedClient(connect(chdb_url, config.database)), config.database)
     projector = Projector(config, trail)
     projector.start()
@@ -55,21 +59,27 @@ def test_history_and_hourly_counts_come_from_the_stream(kafka_bootstrap, env_for
     projector = projector_for(settings, chdb_url)
     try:
         run_until(projector, 7)
-        hour = datetime(2023, 6, 27, 2, tzinfo=timezone.utc)  # 09:00 in Vietnam
+        hour = datetime(2023, 6, 27, 2, tzinfo=UTC)  # 09:00 in Vietnam
         counts = projector.trail.hourly("commune", "22420", hour, datetime(2023, 6, 28))
-        assert counts == [(hour, "registration_received", 4),
-                          (datetime(2023, 6, 27, 3, tzinfo=timezone.utc), "registration_decided", 1)]
+        assert counts == [
+            (hour, "registration_received", 4),
+            (datetime(2023, 6, 27, 3, tzinfo=UTC), "registration_decided", 1),
+        ]
         province = projector.trail.hourly("province", "56", hour, datetime(2023, 6, 28))
         assert (hour, "registration_received", 6) in province
         history = projector.trail.history(registry.account_id(citizens[0]))
-        assert [e["event_type"] for e in history] == ["registration_received", "registration_decided"]
+        assert [e["event_type"] for e in history] == [
+            "registration_received",
+            "registration_decided",
+        ]
         assert history[0]["device_id"] == "dev-1"
     finally:
         projector.close()
 
 
-def test_undecodable_message_goes_to_dlq_and_consumption_goes_on(kafka_bootstrap, env_for,
-                                                                  chdb_url) -> None:
+def test_undecodable_message_goes_to_dlq_and_consumption_goes_on(
+    kafka_bootstrap, env_for, chdb_url
+) -> None:
     settings = Settings.from_env(env_for())
     registry = Registry(settings)
     registry.submit(register_command())
@@ -84,11 +94,17 @@ def test_undecodable_message_goes_to_dlq_and_consumption_goes_on(kafka_bootstrap
     projector = projector_for(settings, chdb_url)
     try:
         run_until(projector, 2)
-        wait_until(lambda: projector.step() is not None and projector.dead_letters == 1, 30, every=0)
+        wait_until(
+            lambda: projector.step() is not None and projector.dead_letters == 1, 30, every=0
+        )
     finally:
         projector.close()
-    dlq = KafkaConsumer(settings.dlq_topic, bootstrap_servers=kafka_bootstrap,
-                        auto_offset_reset="earliest", consumer_timeout_ms=10000)
+    dlq = KafkaConsumer(
+        settings.dlq_topic,
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=10000,
+    )
     letters = [r for r in dlq]
     dlq.close()
     assert len(letters) == 1
@@ -96,8 +112,9 @@ def test_undecodable_message_goes_to_dlq_and_consumption_goes_on(kafka_bootstrap
     assert b"bad magic" in dict(letters[0].headers)["dlq_reason"]
 
 
-def test_projector_killed_mid_batch_neither_loses_nor_double_counts(kafka_bootstrap, env_for,
-                                                                     tmp_path) -> None:
+def test_projector_killed_mid_batch_neither_loses_nor_double_counts(
+    kafka_bootstrap, env_for, tmp_path
+) -> None:
     env = env_for(CLICKHOUSE_URL=f"chdb://{tmp_path / 'own-chdb'}")
     settings = Settings.from_env(env)
     registry = Registry(settings)
@@ -126,17 +143,25 @@ def test_projector_killed_mid_batch_neither_loses_nor_double_counts(kafka_bootst
     figures = orjson.loads(out.strip().splitlines()[-1])
     assert figures["rows"] == total
     assert figures["unique_events"] == total
-    assert figures["by_type"] == {"registration_received": total // 2,
-                                  "registration_decided": total // 2}
+    assert figures["by_type"] == {
+        "registration_received": total // 2,
+        "registration_decided": total // 2,
+    }
 
 
 def _lag(bootstrap: str, settings: Settings) -> int:
     """Records on the topic beyond the projector group's committed offsets."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=settings.projector_group,
-                             isolation_level="read_committed", enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=settings.projector_group,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+    )
     try:
-        tps = [TopicPartition(settings.kafka_topic, p)
-               for p in consumer.partitions_for_topic(settings.kafka_topic) or ()]
+        tps = [
+            TopicPartition(settings.kafka_topic, p)
+            for p in consumer.partitions_for_topic(settings.kafka_topic) or ()
+        ]
         ends = consumer.end_offsets(tps)
         return sum(ends[tp] - (consumer.committed(tp) or 0) for tp in tps)
     finally:
@@ -154,9 +179,13 @@ def test_rebuild_from_offset_zero_gives_the_same_counts(kafka_bootstrap, env_for
     first.close()
     live = first.trail.totals()
 
-    rebuilt_settings = Settings.from_env(env_for(KAFKA_TOPIC=settings.kafka_topic,
-                                                 CLICKHOUSE_DATABASE=unique("eid_rebuild"),
-                                                 PROJECTOR_GROUP=f"g-{uuid.uuid4().hex}"))
+    rebuilt_settings = Settings.from_env(
+        env_for(
+            KAFKA_TOPIC=settings.kafka_topic,
+            CLICKHOUSE_DATABASE=unique("eid_rebuild"),
+            PROJECTOR_GROUP=f"g-{uuid.uuid4().hex}",
+        )
+    )
     second = projector_for(rebuilt_settings, chdb_url)
     try:
         run_until(second, 30)

@@ -25,15 +25,22 @@ def test_concurrent_commands_on_one_citizen_never_both_apply(env_for) -> None:
 
     def decide(decision: str) -> None:
         start.wait()
-        command = DecideRegistration(command_id=str(uuid.uuid4()), citizen_id=citizen,
-                                     decision=decision, reason="", decided_at="2023-06-27T10:00:00+07:00")
+        command = DecideRegistration(
+            command_id=str(uuid.uuid4()),
+            citizen_id=citizen,
+            decision=decision,
+            reason="",
+            decided_at="2023-06-27T10:00:00+07:00",
+        )
         try:
             wins.append(registry.submit(command))
         except RuleViolationError as exc:
             refusals.append(exc.rule)
 
-    threads = [threading.Thread(target=decide, args=("approved" if i % 2 else "rejected",))
-               for i in range(8)]
+    threads = [
+        threading.Thread(target=decide, args=("approved" if i % 2 else "rejected",))
+        for i in range(8)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -51,11 +58,23 @@ def test_separate_registries_on_one_store_serialise_by_optimistic_concurrency(en
     first.submit(register_command(citizen))
     first.submit(approve_command(citizen))
     stale = second.account(citizen)  # both now load version 2
-    first.submit(ActivateAccount(command_id=str(uuid.uuid4()), citizen_id=citizen,
-                                 method="assisted", activated_at="2023-06-27T11:00:00+07:00"))
+    first.submit(
+        ActivateAccount(
+            command_id=str(uuid.uuid4()),
+            citizen_id=citizen,
+            method="assisted",
+            activated_at="2023-06-27T11:00:00+07:00",
+        )
+    )
     assert stale is not None and stale.version == 2
-    lock = ChangeStatus(command_id=str(uuid.uuid4()), citizen_id=citizen, status="locked",
-                        reason="", source="citizen", effective_at="2023-06-27T12:00:00+07:00")
+    lock = ChangeStatus(
+        command_id=str(uuid.uuid4()),
+        citizen_id=citizen,
+        status="locked",
+        reason="",
+        source="citizen",
+        effective_at="2023-06-27T12:00:00+07:00",
+    )
     outcome = second.submit(lock)  # reloads, sees the activation, applies on top
     assert outcome.as_dict()["version"] == 4
     assert outcome.as_dict()["account_state"] == "locked"
@@ -69,8 +88,9 @@ def test_idempotency_survives_a_restart(env_for) -> None:
     again = restarted.submit(command)
     assert again.duplicate and again.as_dict() == first.as_dict()
     with pytest.raises(CommandReuseError):
-        restarted.submit(register_command(command.citizen_id).__class__(
-            **{**command.__dict__, "phone": "none"}))
+        restarted.submit(
+            register_command(command.citizen_id).__class__(**{**command.__dict__, "phone": "none"})
+        )
 
 
 CSV_HEADER = "personal_number,date_of_death,registry_reference\n"
@@ -89,7 +109,11 @@ def test_death_records_are_reconciled_once(env_for) -> None:
     )
     first = reconcile(registry, text)
     assert {k: first[k] for k in ("matched", "already_recorded", "unknown", "invalid")} == {
-        "matched": 1, "already_recorded": 0, "unknown": 1, "invalid": 2}
+        "matched": 1,
+        "already_recorded": 0,
+        "unknown": 1,
+        "invalid": 2,
+    }
     assert [p["line"] for p in first["problems"]] == [4, 5]
     assert known not in str(first)
     second = reconcile(registry, text)

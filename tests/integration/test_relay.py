@@ -19,11 +19,14 @@ from tests.factories import approve_command, personal_number, register_command
 
 def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 60) -> list[Any]:
     """Every committed record of `topic`, once at least `expect` have arrived."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
-                             enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
+    )
     try:
-        parts = [TopicPartition(topic, p) for p in wait_until(
-            lambda: consumer.partitions_for_topic(topic), timeout)]  # type: ignore[union-attr]
+        parts = [
+            TopicPartition(topic, p)
+            for p in wait_until(lambda: consumer.partitions_for_topic(topic), timeout)
+        ]  # type: ignore[union-attr]
         consumer.assign(parts)
         consumer.seek_to_beginning()
         records: list[Any] = []
@@ -91,7 +94,9 @@ def test_relay_killed_mid_stream_resumes_without_gap_or_duplicate(kafka_bootstra
     relay = python_process(["-m", "services.relay", "--batch-size", "20"], env)
     try:
         # Let it publish some batches, then kill it without warning, twice.
-        consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, isolation_level="read_committed")
+        consumer = KafkaConsumer(
+            bootstrap_servers=kafka_bootstrap, isolation_level="read_committed"
+        )
         for _ in range(2):
             wait_until(lambda: _committed_count(consumer, settings.kafka_topic) >= 100, 60)
             relay.send_signal(signal.SIGKILL)
@@ -107,8 +112,12 @@ def test_relay_killed_mid_stream_resumes_without_gap_or_duplicate(kafka_bootstra
 
     codec = citizen_event_codec()
     positions = sorted(codec.decode(r.value)["position"] for r in records)
-    expected = [n.id for n in registry.recorder.select_notifications(
-        start=1, limit=10 * total, topics=_public_topics())]
+    expected = [
+        n.id
+        for n in registry.recorder.select_notifications(
+            start=1, limit=10 * total, topics=_public_topics()
+        )
+    ]
     assert len(positions) == total
     assert positions == expected  # every event once: no gap, no duplicate
 

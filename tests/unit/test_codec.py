@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -28,8 +28,8 @@ def record(**overrides: object) -> dict[str, object]:
         "event_id": str(uuid.uuid4()), "event_type": "registration_decided",
         "account_id": str(uuid.uuid4()), "sequence": 2, "position": 7,
         "citizen_id": "056090001234",
-        "occurred_at": datetime(2023, 6, 27, 2, 0, tzinfo=timezone.utc),
-        "recorded_at": datetime(2023, 6, 27, 2, 0, 1, tzinfo=timezone.utc),
+        "occurred_at": datetime(2023, 6, 27, 2, 0, tzinfo=UTC),
+        "recorded_at": datetime(2023, 6, 27, 2, 0, 1, tzinfo=UTC),
         "province_code": "56", "commune_code": "22420",
         "previous_hash": "0" * 64, "hash": "a" * 64,
         "payload": (NS + "RegistrationDecided", {"decision": "approved", "reason": ""}),
@@ -63,7 +63,9 @@ def test_round_trip_keeps_every_field(name: str, reason: str, seq: int) -> None:
     assert str(decoded["event_id"]) == original["event_id"]
 
 
-@pytest.mark.parametrize("garbage", [b"", b"\xc3\x01", b"hello world", b"\xc3\x01" + bytes(8) + b"x"])
+@pytest.mark.parametrize(
+    "garbage", [b"", b"\xc3\x01", b"hello world", b"\xc3\x01" + bytes(8) + b"x"]
+)
 def test_garbage_is_a_serialization_error(garbage: bytes) -> None:
     with pytest.raises(SerializationError):
         citizen_event_codec().decode(garbage)

@@ -91,8 +91,10 @@ def test_revoked_is_final() -> None:
     account = new_account()
     account.decide("approved", "", T)
     account.change_status("revoked", "fraud", "ministry", T)
-    for attempt in (lambda: account.change_status("unlocked", "", "x", T),
-                    lambda: account.activate("assisted", T)):
+    for attempt in (
+        lambda: account.change_status("unlocked", "", "x", T),
+        lambda: account.activate("assisted", T),
+    ):
         with pytest.raises(RuleViolationError) as err:
             attempt()
         assert err.value.rule == "account_revoked"
@@ -152,5 +154,8 @@ def test_random_commands_never_reach_a_forbidden_state_and_replay_rebuilds_it(ac
         replayed = event.mutate(replayed)
     assert replayed is not None
     assert (replayed.state, replayed.citizen_status, replayed.version) == (
-        account.state, account.citizen_status, account.version)
+        account.state,
+        account.citizen_status,
+        account.version,
+    )
     assert account.state != REJECTED or replayed.attempts == account.attempts

@@ -1,0 +1,359 @@
+"""The subscriber example (schemas/examples/subscriber.py) against the real Kafka broker.
+
+It runs as a subprocess, as a downstream service would run it: it has only fastavro,
+kafka-python and the .avsc files. These tests check what it prints line by line.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import subprocess
+import sys
+import uuid
+from collections import defaultdict
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from schemas.chain import first_broken_link
+from schemas.codec import MAGIC, citizen_event_codec, schema_fingerprint
+from services.registry.application import Registry
+from services.relay.relay import Relay, RelayOptions
+from services.settings import Settings
+from tests.conftest import ROOT, unique, wait_until
+from tests.factories import approve_command, personal_number, register_command
+
+V1 = ROOT / "schemas" / "citizen_event.v1.avsc"
+NS = "vn.project06.eid."
+PERSONAL = ("citizen_id", "full_name", "date_of_birth")
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def run_subscriber(bootstrap: str, topic: str, *args: str) -> tuple[list[dict[str, Any]], str]:
+    """Run the example to completion; its JSON lines (parsed) and its stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "schemas.examples.subscriber", "--bootstrap", bootstrap,
+         "--topic", topic, "--timeout", "20", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()], done.stderr
+
+
+def undecodable_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("undecodable ")]
+
+
+def create_topic(bootstrap: str, partitions: int = 1) -> str:
+    topic = unique("subscriber-events")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        admin.close()
+    return topic
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    """Plain (non-transactional) sends, in this order, all to partition 0."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        for value in values:
+            producer.send(topic, key=b"k", value=value, partition=0).get(timeout=30)
+    finally:
+        producer.close(timeout=10)
+
+
+def single_object(schema_json: dict[str, Any], record: dict[str, Any]) -> bytes:
+    """Avro single-object encoding with fastavro alone, for any writer schema."""
+    schema = fastavro.parse_schema(copy.deepcopy(schema_json))
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, schema, record)
+    return MAGIC + schema_fingerprint(schema) + body.getvalue()
+
+
+def event(sequence: int, payload: tuple[str, dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()), "event_type": "registration_decided",
+        "account_id": str(uuid.uuid4()), "sequence": sequence, "position": 10 + sequence,
+        "citizen_id": "056090001234",
+        "occurred_at": datetime(2023, 6, 27, 2, 15, tzinfo=UTC),
+        "recorded_at": datetime(2023, 6, 27, 2, 15, 3, tzinfo=UTC),
+        "province_code": "56", "commune_code": "22420",
+        "previous_hash": "0" * 64, "hash": "b" * 64, "payload": payload, **extra,
+    }  # fmt: skip
+
+
+def decided(sequence: int = 2, **extra: Any) -> dict[str, Any]:
+    payload = {"decision": "approved", "reason": "fingerprints retaken"}
+    return event(sequence, (NS + "RegistrationDecided", payload), **extra)
+
+
+def received(sequence: int = 1) -> dict[str, Any]:
+    payload = {
+        "full_name": "Lê Thị Hoa", "date_of_birth": date(1990, 5, 1), "sex": "female",
+        "station_id": "st-ninh-dong", "device_id": "dev-07", "operator_id": "op-3",
+        "channel": "home_visit", "phone": "none", "attempt": 1,
+    }  # fmt: skip
+    return {**event(sequence, (NS + "RegistrationReceived", payload)),
+            "event_type": "registration_received"}  # fmt: skip
+
+
+def printed(record: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """What the example prints for `record` by default: JSON types, no personal data."""
+    out = {k: v for k, v in record.items() if k not in PERSONAL}
+    out["occurred_at"] = record["occurred_at"].isoformat()
+    out["recorded_at"] = record["recorded_at"].isoformat()
+    out["payload"] = {k: v for k, v in record["payload"][1].items() if k not in PERSONAL}
+    return {**out, **extra}
+
+
+def newer_schema(directory: Path) -> Path:
+    """v1 plus one optional field: what a compatible v2 would look like."""
+    schema = json.loads(V1.read_text())
+    schema["fields"].append(
+        {"name": "source_system", "type": ["null", "string"], "default": None}
+    )  # fmt: skip
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "citizen_event.v2.avsc"
+    path.write_text(json.dumps(schema, indent=2))
+    return path
+
+
+# --- tests ---------------------------------------------------------------------------------
+
+
+def test_example_imports_no_project_code() -> None:
+    """The .avsc files alone suffice: no schemas.codec, no services, no projections."""
+    probe = (
+        "import sys, schemas.examples.subscriber; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('schemas', 'services', 'projections', 'tests')))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    assert done.stdout.strip() == "['schemas', 'schemas.examples', 'schemas.examples.subscriber']"
+
+
+def test_subscriber_decodes_what_the_relay_published(kafka_bootstrap, env_for) -> None:
+    settings = Settings.from_env(env_for())
+    registry = Registry(settings)
+    citizens = [personal_number(serial=700 + i) for i in range(5)]
+    for cid in citizens:
+        registry.submit(register_command(cid))
+        registry.submit(approve_command(cid))
+    relay = Relay(settings, registry, RelayOptions(batch_size=3))
+    relay.start()
+    while relay.step():
+        pass
+    relay.close()
+
+    lines, stderr = run_subscriber(kafka_bootstrap, settings.kafka_topic, "--max-messages", "10")
+
+    assert undecodable_lines(stderr) == []
+    by_account: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for line in lines:
+        by_account[line["account_id"]].append((line["sequence"], line["event_type"]))
+    steps = [(1, "registration_received"), (2, "registration_decided")]
+    assert by_account == {str(registry.account_id(c)): steps for c in citizens}
+    first = next(line for line in lines if line["sequence"] == 1)
+    assert (first["occurred_at"], first["commune_code"], first["province_code"]) == (
+        "2023-06-27T02:15:00+00:00", "22420", "56")  # fmt: skip
+    assert first["payload"] == {
+        "sex": "male", "station_id": "st-1", "device_id": "dev-1", "operator_id": "op-1",
+        "channel": "station", "phone": "basic", "attempt": 1,
+    }  # fmt: skip
+    assert all(PERSONAL[0] not in line for line in lines)
+    assert not any(cid in json.dumps(lines) for cid in citizens)
+
+
+def test_personal_data_on_request_and_the_chain_verifies(kafka_bootstrap, env_for) -> None:
+    """With a consumer group and --show-personal-data; schemas/chain.py verifies the lines."""
+    settings = Settings.from_env(env_for())
+    registry = Registry(settings)
+    cid = personal_number(serial=801)
+    registry.submit(register_command(cid))
+    registry.submit(approve_command(cid))
+    relay = Relay(settings, registry)
+    relay.start()
+    while relay.step():
+        pass
+    relay.close()
+
+    lines, _ = run_subscriber(kafka_bootstrap, settings.kafka_topic, "--group", unique("sub"),
+                              "--show-personal-data", "--max-messages", "2")  # fmt: skip
+
+    assert [(e["sequence"], e["citizen_id"]) for e in lines] == [(1, cid), (2, cid)]
+    assert (lines[0]["payload"]["full_name"], lines[0]["payload"]["date_of_birth"]) == (
+        "Trần Văn Test", "1990-05-01")  # fmt: skip
+    assert lines[0]["account_id"] == str(registry.account_id(cid))
+    assert first_broken_link(lines) is None
+    lines[1]["payload"]["reason"] = "edited"
+    assert first_broken_link(lines) == 1
+
+
+def test_old_reader_decodes_newer_writer_and_new_reader_gets_default(
+    kafka_bootstrap, tmp_path
+) -> None:
+    newer = newer_schema(tmp_path / "announced")
+    newer_json = json.loads(newer.read_text())
+    topic = create_topic(kafka_bootstrap)
+    from_newer = decided(sequence=2, source_system="vneid-kiosk")
+    from_v1 = received(sequence=1)
+    produce(kafka_bootstrap, topic, [
+        single_object(newer_json, from_newer),
+        citizen_event_codec().encode(from_v1),
+    ])  # fmt: skip
+    extra = ("--schema-dir", str(newer.parent), "--max-messages", "2")
+
+    # Reader holds only v1 (the default): the added field is dropped by resolution.
+    old_reader, stderr = run_subscriber(kafka_bootstrap, topic, *extra)
+    assert undecodable_lines(stderr) == []
+    want_newer = printed(from_newer)
+    want_newer.pop("source_system")
+    assert old_reader == [want_newer, printed(from_v1)]
+
+    # Reader holds the newer schema: v1 events get the default.
+    new_reader, _ = run_subscriber(kafka_bootstrap, topic, "--reader-schema", str(newer), *extra)
+    assert new_reader == [printed(from_newer), printed(from_v1, source_system=None)]
+
+
+def test_writer_schema_must_be_known_and_consumption_goes_on(kafka_bootstrap, tmp_path) -> None:
+    """Without the announced .avsc the newer event is reported, and the next still decodes."""
+    newer = newer_schema(tmp_path / "announced")
+    newer_parsed = fastavro.parse_schema(json.loads(newer.read_text()))
+    topic = create_topic(kafka_bootstrap)
+    later = received(sequence=1)
+    produce(kafka_bootstrap, topic, [
+        single_object(json.loads(newer.read_text()), decided(source_system="x")),
+        citizen_event_codec().encode(later),
+    ])  # fmt: skip
+
+    lines, stderr = run_subscriber(kafka_bootstrap, topic, "--max-messages", "2")
+
+    fingerprint = schema_fingerprint(newer_parsed).hex()
+    assert undecodable_lines(stderr) == [
+        f"undecodable {topic}/0/0: unknown writer schema fingerprint {fingerprint}"
+    ]
+    assert lines == [printed(later)]
+
+
+def test_a_payload_branch_unknown_to_the_reader_is_skipped(kafka_bootstrap, tmp_path) -> None:
+    """Adding a union branch is not forward compatible: old readers must skip those events."""
+    schema = json.loads(V1.read_text())
+    schema["fields"][-1]["type"].append(
+        {
+            "type": "record",
+            "name": "CardReissued",
+            "fields": [{"name": "card_serial", "type": "string"}],
+        }
+    )
+    path = tmp_path / "branch" / "citizen_event.v3.avsc"
+    path.parent.mkdir()
+    path.write_text(json.dumps(schema))
+    topic = create_topic(kafka_bootstrap)
+    reissued = {**event(4, (NS + "CardReissued", {"card_serial": "C-1"})),
+                "event_type": "card_reissued"}  # fmt: skip
+    after = decided(sequence=5)
+    produce(kafka_bootstrap, topic, [single_object(schema, reissued),
+                                     citizen_event_codec().encode(after)])  # fmt: skip
+    extra = ("--schema-dir", str(path.parent), "--max-messages", "2")
+
+    lines, stderr = run_subscriber(kafka_bootstrap, topic, *extra)
+    assert [line.split(": ")[:2] for line in undecodable_lines(stderr)] == [
+        [f"undecodable {topic}/0/0", "cannot decode body"]
+    ]
+    assert "SchemaResolutionError" in stderr
+    assert lines == [printed(after)]
+
+    upgraded, stderr = run_subscriber(kafka_bootstrap, topic, "--reader-schema", str(path), *extra)
+    assert undecodable_lines(stderr) == []
+    assert upgraded == [printed(reissued), printed(after)]
+
+
+def test_garbage_is_reported_dead_lettered_and_consumption_goes_on(kafka_bootstrap) -> None:
+    topic = create_topic(kafka_bootstrap)
+    codec = citizen_event_codec()
+    first, last = received(sequence=1), decided(sequence=2)
+    valid = codec.encode(first)
+    garbage = [
+        b"not avro at all",
+        MAGIC + b"\x00" * 8 + b"\x02",  # right magic, no such schema
+        valid[: len(valid) // 2],  # known schema, body cut short
+        valid + b"\x00",  # known schema, bytes after the body
+    ]
+    produce(kafka_bootstrap, topic, [valid, *garbage, codec.encode(last)])
+    dlq_topic = f"{topic}.dlq"
+
+    lines, stderr = run_subscriber(kafka_bootstrap, topic, "--max-messages", "6",
+                                   "--dlq-topic", dlq_topic)  # fmt: skip
+
+    assert lines == [printed(first), printed(last)]
+    reported = undecodable_lines(stderr)
+    assert reported[:2] == [
+        f"undecodable {topic}/0/1: not Avro single-object encoding (bad magic)",
+        f"undecodable {topic}/0/2: unknown writer schema fingerprint {'00' * 8}",
+    ]
+    assert reported[2].startswith(f"undecodable {topic}/0/3: cannot decode body: ")
+    assert reported[3] == f"undecodable {topic}/0/4: trailing bytes after the Avro body"
+    assert len(reported) == 4
+
+    letters = read_all(kafka_bootstrap, dlq_topic, expect=4)
+    assert [letter.value for letter in letters] == garbage
+    headers = [dict(letter.headers) for letter in letters]
+    assert [h["dlq_source"].decode() for h in headers] == [f"{topic}/0/{i}" for i in (1, 2, 3, 4)]
+    assert [h["dlq_reason"].decode() for h in headers] == [r.split(": ", 1)[1] for r in reported]
+
+
+def read_all(bootstrap: str, topic: str, expect: int) -> list[Any]:
+    """Every record of a topic, in offset order per partition, once `expect` have arrived."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+                             enable_auto_commit=False)  # fmt: skip
+    try:
+        parts = wait_until(lambda: consumer.partitions_for_topic(topic), 30)
+        consumer.assign([TopicPartition(topic, p) for p in sorted(parts)])  # type: ignore[arg-type]
+        consumer.seek_to_beginning()
+        got: list[Any] = []
+
+        def more() -> bool:
+            for batch in consumer.poll(timeout_ms=200).values():
+                got.extend(batch)
+            return len(got) >= expect
+
+        wait_until(more, 30, every=0)
+        for batch in consumer.poll(timeout_ms=500).values():
+            got.extend(batch)
+        return got
+    finally:
+        consumer.close()
+
+
+def test_records_of_aborted_transactions_are_never_printed(kafka_bootstrap) -> None:
+    """read_committed: what a crashed relay left uncommitted never reaches the subscriber."""
+    topic = create_topic(kafka_bootstrap)
+    codec = citizen_event_codec()
+    aborted, committed = decided(sequence=1), decided(sequence=2)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=unique("tx"))
+    try:
+        producer.init_transactions()
+        for record, finish in ((aborted, producer.abort_transaction),
+                               (committed, producer.commit_transaction)):  # fmt: skip
+            producer.begin_transaction()
+            producer.send(topic, value=codec.encode(record), partition=0)
+            producer.flush()
+            finish()
+    finally:
+        producer.close(timeout=10)
+
+    lines, stderr = run_subscriber(kafka_bootstrap, topic, "--timeout", "3")
+
+    assert undecodable_lines(stderr) == []
+    assert lines == [printed(committed)]
