@@ -16,7 +16,11 @@ from services.registry.validation import InvalidCommandError
 
 class ApiError(Exception):
     def __init__(
-        self, status: int, code: str, message: str, fields: dict[str, str] | None = None,
+        self,
+        status: int,
+        code: str,
+        message: str,
+        fields: dict[str, str] | None = None,
         **extra: Any,
     ) -> None:
         super().__init__(message)
@@ -25,8 +29,14 @@ class ApiError(Exception):
         self.extra = extra
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, "fields": self.fields,
-                          **self.extra}}
+        return {
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "fields": self.fields,
+                **self.extra,
+            }
+        }
 
 
 def from_domain(exc: Exception) -> ApiError:
@@ -45,7 +55,10 @@ def from_domain(exc: Exception) -> ApiError:
 
 
 DOMAIN_ERRORS = (
-    InvalidCommandError, RuleViolationError, CommandReuseError, AccountNotFoundError,
+    InvalidCommandError,
+    RuleViolationError,
+    CommandReuseError,
+    AccountNotFoundError,
     ConcurrencyError,
 )
 

@@ -44,8 +44,9 @@ def _command(item: dict[str, Any], device_id: str, settings: Settings) -> Comman
     item = dict(item)
     kind = item.pop("type", None)
     if kind not in ITEM_TYPES:
-        return _refused("invalid_request", "unknown command type",
-                        {"type": f"one of {', '.join(ITEM_TYPES)}"})
+        return _refused(
+            "invalid_request", "unknown command type", {"type": f"one of {', '.join(ITEM_TYPES)}"}
+        )
     model, build = ITEM_TYPES[kind]
     try:
         body = model.model_validate(item)
@@ -53,8 +54,11 @@ def _command(item: dict[str, Any], device_id: str, settings: Settings) -> Comman
         fields = {".".join(str(p) for p in e["loc"]) or "item": e["msg"] for e in exc.errors()}
         return _refused("invalid_request", "the command has invalid fields", fields)
     if getattr(body, "device_id", device_id) != device_id:
-        return _refused("device_mismatch", "the command was captured on another device",
-                        {"device_id": "differs from the sync's device_id"})
+        return _refused(
+            "device_mismatch",
+            "the command was captured on another device",
+            {"device_id": "differs from the sync's device_id"},
+        )
     try:
         return build(body, settings)
     except DOMAIN_ERRORS as exc:
@@ -72,8 +76,10 @@ def apply_backlog(registry: Registry, settings: Settings, sync: SyncIn) -> list[
         else:
             try:
                 done = registry.submit(command)
-                outcome = {"status": "duplicate" if done.duplicate else "created",
-                           "result": done.as_dict()}
+                outcome = {
+                    "status": "duplicate" if done.duplicate else "created",
+                    "result": done.as_dict(),
+                }
             except DOMAIN_ERRORS as exc:
                 err = from_domain(exc)
                 outcome = _refused(err.code, err.message, err.fields)
