@@ -20,6 +20,7 @@ run: venv  ## broker + relay + API (with the embedded projector) until Ctrl-C
 
 test: venv  ## the whole suite, against a real broker (started if none answers)
 	infra/kafka/broker.sh fetch
+	infra/chromium.sh
 	$(PY) -m pytest -q
 
 unit: venv

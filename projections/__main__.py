@@ -13,6 +13,7 @@ import orjson
 
 from projections.audit import AuditTrail
 from projections.clickhouse import LockedClient, connect
+from projections.rebuild import rebuild
 from projections.runner import Projector, ProjectorConfig
 
 
@@ -32,6 +33,12 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--max-poll-records", type=int, default=5000, help="events per batch")
     run.add_argument("--progress", action="store_true", help="print one JSON line per batch")
     sub.add_parser("stats", help="print event counts of the read models as JSON")
+    sub.add_parser(
+        "rebuild",
+        help="rebuild the read models from offset zero (stop the projector/API first)",
+        description="Replays the topic from offset zero into a scratch database with a "
+        "progress bar, then swaps it in and prints the totals before and after as JSON.",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s projector %(levelname)s %(message)s"
@@ -39,6 +46,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("kafka").setLevel(logging.WARNING)
 
     config = ProjectorConfig.from_env()
+    if args.command == "rebuild":
+        print(orjson.dumps(rebuild(config)).decode())
+        return
     trail = build(config)
     if args.command == "stats":
         rows = trail.client.query_rows(f"SELECT count(), uniqExact(event_id) FROM {trail.table}")

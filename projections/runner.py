@@ -118,9 +118,20 @@ class Projector:
         polled = self._consumer.poll(timeout_ms=self.config.poll_timeout_ms)
         if not polled:
             return 0
+        stored = self.store_batch(polled)
+        self._consumer.commit()
+        return stored
+
+    def store_batch(
+        self, polled: dict[TopicPartition, list[Any]], limit: dict[TopicPartition, int] | None = None
+    ) -> int:
+        """Decode and store one poll's records in one INSERT (records at or past `limit` are
+        left out); dead letters are flushed before returning."""
         rows, events = [], []
         for tp, records in polled.items():
             for record in records:
+                if limit is not None and record.offset >= limit[tp]:
+                    continue
                 try:
                     event = self.codec.decode(record.value)
                 except SerializationError as exc:
@@ -131,7 +142,6 @@ class Projector:
         self.trail.store(rows)
         if self._dlq is not None:
             self._dlq.flush()
-        self._consumer.commit()
         self.stored += len(rows)
         if self.on_batch and events:
             self.on_batch(events)

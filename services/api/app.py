@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from projections.audit import AuditTrail, verify_history
 from projections.clickhouse import LockedClient, connect
 from projections.runner import Projector, ProjectorConfig
-from services.api import intake, progress
+from services.api import dashboard, intake, progress
 from services.api.deps import ADMIN, AUDIT, COMMANDS, READ, aware, backbone_of
 from services.api.errors import ApiError, install
 from services.api.feed import Feed
@@ -112,6 +112,7 @@ def create_app(settings: Settings, embedded_projector: bool = True) -> FastAPI:
     _command_routes(app)
     _read_routes(app)
     progress.install(app)
+    dashboard.install(app)
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import subprocess
 import uuid
@@ -12,6 +13,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from projections.audit import AuditTrail
 from projections.clickhouse import LockedClient, connect
+from projections.rebuild import rebuild
 from projections.runner import Projector, ProjectorConfig
 from services.registry.application import Registry
 from services.relay.relay import Relay
@@ -168,27 +170,56 @@ def _lag(bootstrap: str, settings: Settings) -> int:
         consumer.close()
 
 
-def test_rebuild_from_offset_zero_gives_the_same_counts(kafka_bootstrap, env_for, chdb_url) -> None:
+def test_rebuild_replaces_a_damaged_read_model_with_the_full_replay(
+    kafka_bootstrap, env_for, chdb_url
+) -> None:
     settings = Settings.from_env(env_for())
     registry = Registry(settings)
     for _ in range(30):
         registry.submit(register_command())
     publish(settings, registry)
-    first = projector_for(settings, chdb_url)
-    run_until(first, 30)
-    first.close()
-    live = first.trail.totals()
-
-    rebuilt_settings = Settings.from_env(
-        env_for(
-            KAFKA_TOPIC=settings.kafka_topic,
-            CLICKHOUSE_DATABASE=unique("eid_rebuild"),
-            PROJECTOR_GROUP=f"g-{uuid.uuid4().hex}",
-        )
+    live = projector_for(settings, chdb_url)
+    run_until(live, 30)
+    live.close()
+    counted = live.trail.totals()
+    live.trail.client.command(
+        f"ALTER TABLE {live.trail.table} DELETE WHERE kafka_offset % 2 = 0 "
+        f"SETTINGS mutations_sync = 1"
     )
-    second = projector_for(rebuilt_settings, chdb_url)
+    damaged = live.trail.totals()
+
+    report = rebuild(dataclasses.replace(live.config), show_progress=False)
+
+    assert damaged != counted == {"registration_received": 30}
+    assert report == {"stored": 30, "before": damaged, "after": counted}
+    assert live.trail.totals() == counted
+
+
+def test_rebuild_command_replays_from_zero_and_matches_the_live_counts(
+    kafka_bootstrap, env_for, tmp_path
+) -> None:
+    env = env_for(CLICKHOUSE_URL=f"chdb://{tmp_path / 'own-chdb'}")
+    settings = Settings.from_env(env)
+    registry = Registry(settings)
+    for i in range(200):
+        cid = personal_number(serial=i)
+        registry.submit(register_command(cid, commune="22453" if i % 3 else "22420"))
+        if i % 2:
+            registry.submit(approve_command(cid))
+    publish(settings, registry)
+    live = python_process(["-m", "projections", "run"], env)
     try:
-        run_until(second, 30)
+        wait_until(lambda: _lag(kafka_bootstrap, settings) == 0, 120, every=0.5)
     finally:
-        second.close()
-    assert second.trail.totals() == live == {"registration_received": 30}
+        live.send_signal(signal.SIGTERM)
+        live.wait(30)
+
+    done = python_process(["-m", "projections", "rebuild"], env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+    out, err = done.communicate(timeout=120)
+    report = orjson.loads(out.strip().splitlines()[-1])
+    assert done.returncode == 0
+    assert "300/300" in err.replace(" ", "") or "100%" in err  # the progress bar was shown
+    assert report["stored"] == 300
+    assert report["after"] == report["before"] == {"registration_received": 200,
+                                                   "registration_decided": 100}

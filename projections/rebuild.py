@@ -1,0 +1,64 @@
+"""Rebuild every read model from offset zero, beside the live one, then swap them in.
+
+The rebuild reads the topic from the beginning up to the end offsets it sees when it starts,
+into a scratch database; then each table is exchanged with the live one in one step, so
+readers see either the old read model or the complete new one. Stop the projector first
+(with the embedded engine that means stopping the API: one process per data directory).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from tqdm import tqdm
+
+from projections.audit import AuditTrail
+from projections.clickhouse import LockedClient, connect
+from projections.runner import Projector, ProjectorConfig
+
+
+def end_offsets(consumer: KafkaConsumer, topic: str) -> dict[TopicPartition, int]:
+    parts = consumer.partitions_for_topic(topic) or set()
+    return consumer.end_offsets([TopicPartition(topic, p) for p in sorted(parts)])  # type: ignore[no-any-return]
+
+
+def _replay(config: ProjectorConfig, trail: AuditTrail, show: bool) -> int:
+    """Store the topic from offset zero up to today's end into `trail`; returns events stored."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=config.bootstrap, isolation_level="read_committed",
+        enable_auto_commit=False, max_poll_records=config.max_poll_records,
+    )  # fmt: skip
+    projector = Projector(config, trail)
+    try:
+        ends = end_offsets(consumer, config.topic)
+        consumer.assign(list(ends))
+        consumer.seek_to_beginning()
+        remaining = {tp: end for tp, end in ends.items() if end > 0}
+        with tqdm(total=sum(remaining.values()), unit="offset", disable=not show) as bar:
+            while remaining:
+                before = {tp: consumer.position(tp) for tp in remaining}
+                projector.store_batch(consumer.poll(timeout_ms=500), limit=ends)
+                for tp in list(remaining):
+                    position = consumer.position(tp)
+                    bar.update(min(position, ends[tp]) - min(before[tp], ends[tp]))
+                    if position >= ends[tp]:
+                        del remaining[tp]
+        return projector.stored
+    finally:
+        consumer.close()
+        projector.close()
+
+
+def rebuild(config: ProjectorConfig, show_progress: bool = True) -> dict[str, Any]:
+    """Rebuild into `<database>_rebuild`, swap it in, and report old and new totals."""
+    live = AuditTrail(LockedClient(connect(config.clickhouse_url, config.database)),
+                      config.database)  # fmt: skip
+    scratch_name = f"{config.database}_rebuild"
+    live.client.command(f"DROP DATABASE IF EXISTS {scratch_name}")
+    scratch = AuditTrail(LockedClient(connect(config.clickhouse_url, scratch_name)), scratch_name)
+    before = live.totals()
+    stored = _replay(config, scratch, show_progress)
+    live.client.command(f"EXCHANGE TABLES {live.table} AND {scratch.table}")
+    live.client.command(f"DROP DATABASE {scratch_name}")
+    return {"stored": stored, "before": before, "after": live.totals()}
