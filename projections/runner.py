@@ -123,7 +123,9 @@ class Projector:
         return stored
 
     def store_batch(
-        self, polled: dict[TopicPartition, list[Any]], limit: dict[TopicPartition, int] | None = None
+        self,
+        polled: dict[TopicPartition, list[Any]],
+        limit: dict[TopicPartition, int] | None = None,
     ) -> int:
         """Decode and store one poll's records in one INSERT (records at or past `limit` are
         left out); dead letters are flushed before returning."""

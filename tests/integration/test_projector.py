@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import signal
 import subprocess
-import uuid
 from datetime import UTC, datetime
 
 import orjson
@@ -18,7 +17,7 @@ from projections.runner import Projector, ProjectorConfig
 from services.registry.application import Registry
 from services.relay.relay import Relay
 from services.settings import Settings
-from tests.conftest import python_process, unique, wait_until
+from tests.conftest import python_process, wait_until
 from tests.factories import approve_command, personal_number, register_command
 
 
@@ -214,12 +213,16 @@ def test_rebuild_command_replays_from_zero_and_matches_the_live_counts(
         live.send_signal(signal.SIGTERM)
         live.wait(30)
 
-    done = python_process(["-m", "projections", "rebuild"], env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE)
+    done = python_process(
+        ["-m", "projections", "rebuild"], env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     out, err = done.communicate(timeout=120)
     report = orjson.loads(out.strip().splitlines()[-1])
     assert done.returncode == 0
     assert "300/300" in err.replace(" ", "") or "100%" in err  # the progress bar was shown
     assert report["stored"] == 300
-    assert report["after"] == report["before"] == {"registration_received": 200,
-                                                   "registration_decided": 100}
+    assert (
+        report["after"]
+        == report["before"]
+        == {"registration_received": 200, "registration_decided": 100}
+    )
