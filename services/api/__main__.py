@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if not os.environ.get("AUTH_TOKENS"):
         os.environ["AUTH_TOKENS"] = dev_tokens(Path(os.environ.get("VAR_DIR", "var")).resolve())
-        print("Role tokens (from var/auth_tokens):")
+        print(f"Role tokens (from {Path(os.environ.get('VAR_DIR', 'var')).resolve()}/auth_tokens):")
         for item in os.environ["AUTH_TOKENS"].split(","):
             print("  " + item.replace("=", ": ", 1))
     settings = Settings.from_env()

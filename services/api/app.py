@@ -11,14 +11,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Query, Request
-from fastapi.responses import ORJSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from projections.audit import AuditTrail, verify_history
 from projections.clickhouse import LockedClient, connect
 from projections.runner import Projector, ProjectorConfig
 from services.api import dashboard, intake, progress
-from services.api.deps import ADMIN, AUDIT, COMMANDS, READ, aware, backbone_of
+from services.api.deps import (
+    ADMIN,
+    AUDIT,
+    COMMANDS,
+    READ,
+    aware,
+    backbone_of,
+)
 from services.api.errors import ApiError, install
 from services.api.feed import Feed
 from services.api.models import (
@@ -28,6 +35,7 @@ from services.api.models import (
     StatusChangeIn,
     TargetIn,
 )
+from services.api.responses import OrjsonResponse
 from services.api.sync import SyncIn, apply_backlog
 from services.registry.application import Outcome, Registry
 from services.registry.commands import Command
@@ -95,7 +103,7 @@ def create_app(settings: Settings, embedded_projector: bool = True) -> FastAPI:
     app = FastAPI(
         title="Project 06 e-ID event backbone",
         version="0.1.0",
-        default_response_class=ORJSONResponse,
+        default_response_class=OrjsonResponse,
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -106,7 +114,7 @@ def create_app(settings: Settings, embedded_projector: bool = True) -> FastAPI:
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
             err = ApiError(413, "body_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
-            return ORJSONResponse(err.body(), status_code=413)
+            return OrjsonResponse(err.body(), status_code=413)
         return await call_next(request)
 
     _command_routes(app)
@@ -126,31 +134,31 @@ def _audited_account(request: Request, citizen_id: str, purpose: str, scope: str
     return account
 
 
-def _outcome(outcome: Outcome, status: int = 201) -> ORJSONResponse:
+def _outcome(outcome: Outcome, status: int = 201) -> OrjsonResponse:
     headers = {"Idempotent-Replayed": "true"} if outcome.duplicate else {}
-    return ORJSONResponse(outcome.as_dict(), status_code=status, headers=headers)
+    return OrjsonResponse(outcome.as_dict(), status_code=status, headers=headers)
 
 
 def _command_routes(app: FastAPI) -> None:
     @app.post("/v1/registrations", status_code=201, dependencies=[COMMANDS])
-    def register(body: RegistrationIn, request: Request) -> ORJSONResponse:
+    def register(body: RegistrationIn, request: Request) -> OrjsonResponse:
         backbone = backbone_of(request)
         return _outcome(backbone.submit(intake.registration(body, backbone.settings)))
 
     @app.post("/v1/registrations/{citizen_id}/decision", status_code=201, dependencies=[COMMANDS])
     def decide(
         citizen_id: PersonalNumberPath, body: DecisionIn, request: Request
-    ) -> ORJSONResponse:
+    ) -> OrjsonResponse:
         backbone = backbone_of(request)
         return _outcome(backbone.submit(intake.decision(citizen_id, body, backbone.settings)))
 
     @app.post("/v1/activations", status_code=201, dependencies=[COMMANDS])
-    def activate(body: ActivationIn, request: Request) -> ORJSONResponse:
+    def activate(body: ActivationIn, request: Request) -> OrjsonResponse:
         backbone = backbone_of(request)
         return _outcome(backbone.submit(intake.activation(body, backbone.settings)))
 
     @app.post("/v1/status-changes", status_code=201, dependencies=[COMMANDS])
-    def change_status(body: StatusChangeIn, request: Request) -> ORJSONResponse:
+    def change_status(body: StatusChangeIn, request: Request) -> OrjsonResponse:
         backbone = backbone_of(request)
         return _outcome(backbone.submit(intake.status_change(body, backbone.settings)))
 
@@ -180,7 +188,7 @@ def _command_routes(app: FastAPI) -> None:
     @app.put("/v1/targets/{commune_code}", dependencies=[ADMIN])
     def set_target(
         commune_code: Annotated[str, Path(pattern=r"^[0-9]{5}$")], body: TargetIn, request: Request
-    ) -> ORJSONResponse:
+    ) -> OrjsonResponse:
         return _outcome(backbone_of(request).submit(intake.target(commune_code, body)), 200)
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 
+from services.api.responses import OrjsonResponse
 from services.registry.application import CommandReuseError, ConcurrencyError
 from services.registry.commands import AccountNotFoundError
 from services.registry.domain import RuleViolationError
@@ -78,18 +78,18 @@ def validation_error(exc: RequestValidationError) -> ApiError:
 
 
 def install(app: FastAPI) -> None:
-    async def on_api_error(_: Request, exc: Exception) -> ORJSONResponse:
+    async def on_api_error(_: Request, exc: Exception) -> OrjsonResponse:
         assert isinstance(exc, ApiError)
-        return ORJSONResponse(exc.body(), status_code=exc.status)
+        return OrjsonResponse(exc.body(), status_code=exc.status)
 
-    async def on_domain_error(_: Request, exc: Exception) -> ORJSONResponse:
+    async def on_domain_error(_: Request, exc: Exception) -> OrjsonResponse:
         err = from_domain(exc)
-        return ORJSONResponse(err.body(), status_code=err.status)
+        return OrjsonResponse(err.body(), status_code=err.status)
 
-    async def on_validation(_: Request, exc: Exception) -> ORJSONResponse:
+    async def on_validation(_: Request, exc: Exception) -> OrjsonResponse:
         assert isinstance(exc, RequestValidationError)
         err = validation_error(exc)
-        return ORJSONResponse(err.body(), status_code=err.status)
+        return OrjsonResponse(err.body(), status_code=err.status)
 
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)
