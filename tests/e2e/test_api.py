@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,14 +22,19 @@ def free_port() -> int:
 
 
 class Api:
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, logs: list[Path]) -> None:
         self.http = httpx.Client(base_url=base, timeout=30)
+        self.logs = logs
+        self.numbers: set[str] = set()  # every personal number sent, to look for in the logs
 
     def call(
         self, method: str, path: str, role: str | None = "station", **kw: Any
     ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {TOKENS[role]}"} if role else {}
         headers.update(kw.pop("headers", {}))
+        body = kw.get("json")
+        if isinstance(body, dict) and isinstance(body.get("citizen_id"), str):
+            self.numbers.add(body["citizen_id"])
         return self.http.request(method, path, headers=headers, **kw)
 
     def position(self) -> int:
@@ -47,9 +53,11 @@ def api(kafka_bootstrap, tmp_path_factory) -> Iterator[Api]:
         "AUTH_TOKENS": AUTH_TOKENS, "API_PORT": str(port), "PSEUDONYM_SECRET": "e2e-secret",
         "CAMPAIGN_START": "2023-01-01T00:00:00+07:00",
     }  # fmt: skip
-    relay = python_process(["-m", "services.relay"], env)
-    server = python_process(["-m", "services.api"], env)
-    client = Api(f"http://127.0.0.1:{port}")
+    logs = [Path(env["VAR_DIR"]).parent / name for name in ("relay.log", "api.log")]
+    with logs[0].open("w") as relay_log, logs[1].open("w") as api_log:
+        relay = python_process(["-m", "services.relay"], env, stdout=relay_log, stderr=relay_log)
+        server = python_process(["-m", "services.api"], env, stdout=api_log, stderr=api_log)
+    client = Api(f"http://127.0.0.1:{port}", logs)
 
     def healthy() -> bool:
         try:
@@ -236,3 +244,11 @@ def test_openapi_lists_the_contract(api: Api) -> None:
         "/healthz",
     ):
         assert path in paths
+
+
+def test_logs_never_hold_a_personal_number(api: Api) -> None:
+    """Runs last in this module: every number the tests sent is looked for in both logs."""
+    assert len(api.numbers) > 10
+    text = "".join(path.read_text() for path in api.logs)
+    assert "relay resumes" in text and "assigned" in text  # the logs were really written
+    assert [n for n in api.numbers if n in text] == []
