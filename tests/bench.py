@@ -46,6 +46,7 @@ GIVEN = ("An", "Bình", "Châu", "Dũng", "Hà", "Hải", "Lan", "Long", "Mai", 
 STOP_GRACE_S = 20.0
 POLL_S = 0.2
 PROGRESS_EVERY_S = 2.0
+STALL_S = 60.0  # a phase whose count has not grown for this long has failed
 
 
 class Deadline:
@@ -362,13 +363,16 @@ def wait_counted(
 ) -> tuple[bool, dict[str, Any]]:
     """Poll /healthz until `projected_events` >= n; prints progress at most every 2 s."""
     health: dict[str, Any] = {}
-    shown = 0.0
-    while time.monotonic() < end:
+    shown, grown, last = 0.0, time.monotonic(), -1
+    while time.monotonic() < end and time.monotonic() - grown < STALL_S:
         check_alive(procs, dep, health)
         with contextlib.suppress(httpx.HTTPError, ValueError):
             health = dict(client.get(f"{dep.base}/healthz", timeout=5).json())
-        if (health.get("projected_events") or 0) >= n:
+        projected = health.get("projected_events") or 0
+        if projected >= n:
             return True, health
+        if projected > last:
+            grown, last = time.monotonic(), projected
         if time.monotonic() - shown >= PROGRESS_EVERY_S:
             shown = time.monotonic()
             print(
@@ -450,10 +454,11 @@ def count_committed(topic: str, n: int, end: float) -> tuple[int, float]:
             raise BenchError(f"topic {topic} has no partitions")
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
-        count = 0
-        while count < n and time.monotonic() < end:
+        count, grown = 0, time.monotonic()
+        while count < n and time.monotonic() < end and time.monotonic() - grown < STALL_S:
             batches = consumer.poll(timeout_ms=100, max_records=5000)
-            count += sum(len(records) for records in batches.values())
+            polled = sum(len(records) for records in batches.values())
+            count, grown = count + polled, time.monotonic() if polled else grown
         return count, time.monotonic()
     finally:
         consumer.close()
@@ -472,7 +477,7 @@ def relay_catchup(dep: Deployment, n: int, deadline: Deadline) -> dict[str, Any]
             raise BenchError(f"the catch-up relay did not start; see {log}")
         count, done = count_committed(topic, n, deadline.within(600))
     if count < n:
-        raise BenchError(f"the catch-up relay published {count}/{n} in time; see {log}")
+        raise BenchError(f"the catch-up relay published {count}/{n}; {log}: {log_tail(log)}")
     return {
         "total_s": done - began,
         "startup_s": ready - began,
@@ -483,6 +488,15 @@ def relay_catchup(dep: Deployment, n: int, deadline: Deadline) -> dict[str, Any]
 
 
 # --- catch-up: projector -----------------------------------------------------------------------
+
+
+def log_tail(log: Path, size: int = 400) -> str:
+    """The last two lines of a log file, for error messages."""
+    with contextlib.suppress(OSError), log.open("rb") as f:
+        f.seek(max(0, log.stat().st_size - size))
+        lines = f.read().decode(errors="replace").strip().splitlines()
+        return " | ".join(lines[-2:])
+    return ""
 
 
 def read_progress(stream: IO[str], sink: queue.Queue[tuple[float, int]]) -> None:
@@ -511,7 +525,10 @@ def projector_catchup(dep: Deployment, n: int, deadline: Deadline) -> dict[str, 
         seen = _progress_until(lines, proc, n, deadline.within(600))
     if not seen or seen[-1][1] < n:
         got = seen[-1][1] if seen else 0
-        raise BenchError(f"the catch-up projector stored {got}/{n} in time; see {log}")
+        dead = log.read_text(errors="replace").count("dead-lettered") if log.exists() else 0
+        raise BenchError(
+            f"the catch-up projector stored {got}/{n}, dead-lettered {dead}; {log}: {log_tail(log)}"
+        )
     (t0, s0), (t1, s1) = seen[0], seen[-1]
     return {
         "total_s": t1 - began,
@@ -526,7 +543,10 @@ def _progress_until(
     lines: queue.Queue[tuple[float, int]], proc: subprocess.Popen[str], n: int, end: float
 ) -> list[tuple[float, int]]:
     seen: list[tuple[float, int]] = []
+    began = time.monotonic()
     while time.monotonic() < end and not (seen and seen[-1][1] >= n):
+        if time.monotonic() - (seen[-1][0] if seen else began) > STALL_S:
+            break
         try:
             seen.append(lines.get(timeout=0.5))
         except queue.Empty:
@@ -586,7 +606,7 @@ def live_problems(live: dict[str, Any], n: int) -> list[str]:
             f"{live['failed']} of {n} registrations were not accepted: {live['errors']}"
         )
     if not live["counted"]:
-        problems.append(f"not all accepted events were projected in time: {live['health']}")
+        problems.append(f"projection stalled or timed out: {live['health']}")
     problems += live.get("hourly_mismatches", [])
     events = live.get("freshness", {}).get("events")
     if events is not None and events != live["accepted"]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -244,6 +247,29 @@ def test_openapi_lists_the_contract(api: Api) -> None:
         "/healthz",
     ):
         assert path in paths
+
+
+def test_auditor_tool_prints_the_timeline_and_its_verification(api: Api) -> None:
+    body = registration_body(commune_code="22528")
+    assert api.call("POST", "/v1/registrations", json=body).status_code == 201
+    decision = {"command_id": f"d-{body['citizen_id']}", "decision": "rejected",
+                "reason": "fingerprints unreadable", "decided_at": body["captured_at"]}
+    path = f"/v1/registrations/{body['citizen_id']}/decision"
+    assert api.call("POST", path, json=decision).status_code == 201
+    command = [sys.executable, "-m", "services.auditor", body["citizen_id"], "--purpose", "e2e"]
+    env = {**os.environ, "API_URL": str(api.http.base_url), "AUDITOR_TOKEN": TOKENS["auditor"]}
+
+    def run() -> subprocess.CompletedProcess[str] | None:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        return done if "registration_decided" in done.stdout else None
+
+    done: Any = wait_until(run, 30, every=0.3)
+    assert done.returncode == 0
+    assert "VERIFIED: 2 events" in done.stdout
+    assert "fingerprints unreadable" in done.stdout and "22528" in done.stdout
+    viewer = {**env, "AUDITOR_TOKEN": TOKENS["viewer"]}
+    refused = subprocess.run(command, env=viewer, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "forbidden" in refused.stderr
 
 
 def test_logs_never_hold_a_personal_number(api: Api) -> None:
