@@ -38,6 +38,7 @@ from services.api.models import (
 from services.api.responses import OrjsonResponse
 from services.api.sync import SyncIn, apply_backlog
 from services.registry.application import Outcome, Registry
+from services.registry.batching import CommandBatcher
 from services.registry.commands import Command
 from services.registry.reconcile import reconcile
 from services.settings import Settings
@@ -61,8 +62,12 @@ class Backbone:
     stop: threading.Event | None = None
     thread: threading.Thread | None = None
 
+    batcher: CommandBatcher | None = None
+
     def submit(self, command: Command) -> Outcome:
-        return self.registry.submit(command)
+        """Apply a command through the group-commit writer."""
+        assert self.batcher is not None
+        return self.batcher.submit(command)
 
 
 def build(settings: Settings, embedded_projector: bool = True) -> Backbone:
@@ -71,6 +76,7 @@ def build(settings: Settings, embedded_projector: bool = True) -> Backbone:
     client = LockedClient(connect(settings.clickhouse_url, settings.clickhouse_database))
     trail = AuditTrail(client, settings.clickhouse_database)
     backbone = Backbone(settings, registry, trail)
+    backbone.batcher = CommandBatcher(registry)
     if embedded_projector:
         config = ProjectorConfig(
             bootstrap=settings.kafka_bootstrap,
@@ -98,6 +104,8 @@ def create_app(settings: Settings, embedded_projector: bool = True) -> FastAPI:
         if backbone.stop is not None and backbone.thread is not None:
             backbone.stop.set()
             backbone.thread.join(timeout=15)
+        if backbone.batcher is not None:
+            backbone.batcher.close()
         backbone.registry.close()
 
     app = FastAPI(

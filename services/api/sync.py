@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, ValidationError
 from services.api import intake
 from services.api.errors import DOMAIN_ERRORS, from_domain
 from services.api.models import ActivationIn, Body, DecisionIn, Id, RegistrationIn, StatusChangeIn
-from services.registry.application import Registry
+from services.registry.application import Outcome, Registry
 from services.registry.commands import Command
 from services.settings import Settings
 
@@ -67,23 +67,22 @@ def _command(item: dict[str, Any], device_id: str, settings: Settings) -> Comman
 
 
 def apply_backlog(registry: Registry, settings: Settings, sync: SyncIn) -> list[dict[str, Any]]:
-    """Apply every item in order; each gets created, duplicate or refused (with the error)."""
+    """Apply every item in order, in one transaction; each is created, duplicate or refused."""
+    prepared = [_command(item, sync.device_id, settings) for item in sync.commands]
+    commands = [c for c in prepared if not isinstance(c, dict)]
+    applied = iter(registry.submit_many(commands))  # type: ignore[arg-type]
     results = []
-    for index, item in enumerate(sync.commands):
-        command = _command(item, sync.device_id, settings)
-        if isinstance(command, dict):
-            outcome = command
-        else:
-            try:
-                done = registry.submit(command)
-                outcome = {
-                    "status": "duplicate" if done.duplicate else "created",
-                    "result": done.as_dict(),
-                }
-            except DOMAIN_ERRORS as exc:
-                err = from_domain(exc)
-                outcome = _refused(err.code, err.message, err.fields)
-                if "state" in err.extra:
-                    outcome["error"]["state"] = err.extra["state"]
+    for index, (item, command) in enumerate(zip(sync.commands, prepared, strict=True)):
+        outcome = command if isinstance(command, dict) else _result(next(applied))
         results.append({"index": index, "command_id": item.get("command_id"), **outcome})
     return results
+
+
+def _result(done: Outcome | Exception) -> dict[str, Any]:
+    if isinstance(done, Exception):
+        err = from_domain(done)
+        refused = _refused(err.code, err.message, err.fields)
+        if "state" in err.extra:
+            refused["error"]["state"] = err.extra["state"]
+        return refused
+    return {"status": "duplicate" if done.duplicate else "created", "result": done.as_dict()}

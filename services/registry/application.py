@@ -11,8 +11,14 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
-from services.registry.commands import Command
-from services.registry.domain import AccessRecord, Account, CommandReceipt, CommuneTarget
+from services.registry.commands import AccountNotFoundError, Command
+from services.registry.domain import (
+    AccessRecord,
+    Account,
+    CommandReceipt,
+    CommuneTarget,
+    RuleViolationError,
+)
 from services.registry.identity import account_id, command_uuid
 from services.settings import Settings
 
@@ -36,6 +42,14 @@ class Outcome:
 
     def as_dict(self) -> dict[str, Any]:
         return self.body
+
+
+# What a command may be refused with; anything else is a fault.
+REFUSALS: tuple[type[Exception], ...] = (RuleViolationError, AccountNotFoundError,
+                                         CommandReuseError)  # fmt: skip
+
+
+REFUSALS_OR_CONFLICT: tuple[type[Exception], ...] = (*REFUSALS, ConcurrencyError)
 
 
 class Registry(Application[UUID]):
@@ -74,6 +88,54 @@ class Registry(Application[UUID]):
                 continue
             return outcome
         raise ConcurrencyError("the account changed concurrently too many times")
+
+    def submit_many(self, commands: list[Command]) -> list[Outcome | Exception]:
+        """Apply commands in order in one transaction (group commit); one result each.
+
+        A refused command gets its exception in its place and changes nothing. Commands on
+        the same aggregate see each other's effects, as they would one by one. If another
+        writer got in between, the batch is redone one command at a time.
+        """
+        working: dict[UUID, Any] = {}
+        receipts: dict[UUID, CommandReceipt] = {}
+        results: list[Outcome | Exception] = []
+        for command in commands:
+            try:
+                results.append(self._apply_in_batch(command, working, receipts))
+            except REFUSALS as exc:
+                results.append(exc)
+        if not receipts:
+            return results
+        try:
+            self.save(*working.values(), *receipts.values())
+        except IntegrityError:
+            log.info("batch of %d conflicted, applying one by one", len(commands))
+            return [self._submit_or_error(command) for command in commands]
+        return results
+
+    def _apply_in_batch(
+        self, command: Command, working: dict[UUID, Any], receipts: dict[UUID, CommandReceipt]
+    ) -> Outcome:
+        receipt_id = command_uuid(command.command_id)
+        digest = command.digest()
+        earlier = receipts.get(receipt_id) or self._receipt(receipt_id)
+        if earlier is not None:
+            if earlier.digest != digest:
+                raise CommandReuseError("command_id was already used for another command")
+            return Outcome(earlier.result, duplicate=True)
+        agg_id = command.aggregate_id(self._secret)
+        current = working[agg_id] if agg_id in working else self._get(agg_id)
+        aggregate = command.apply(current, agg_id)
+        working[agg_id] = aggregate
+        outcome = Outcome(command.result(aggregate))
+        receipts[receipt_id] = CommandReceipt.record(receipt_id, digest, outcome.body)
+        return outcome
+
+    def _submit_or_error(self, command: Command) -> Outcome | Exception:
+        try:
+            return self.submit(command)
+        except REFUSALS_OR_CONFLICT as exc:
+            return exc
 
     def _receipt(self, receipt_id: UUID) -> CommandReceipt | None:
         return self._get(receipt_id)  # type: ignore[no-any-return]

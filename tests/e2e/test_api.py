@@ -252,8 +252,12 @@ def test_openapi_lists_the_contract(api: Api) -> None:
 def test_auditor_tool_prints_the_timeline_and_its_verification(api: Api) -> None:
     body = registration_body(commune_code="22528")
     assert api.call("POST", "/v1/registrations", json=body).status_code == 201
-    decision = {"command_id": f"d-{body['citizen_id']}", "decision": "rejected",
-                "reason": "fingerprints unreadable", "decided_at": body["captured_at"]}
+    decision = {
+        "command_id": f"d-{body['citizen_id']}",
+        "decision": "rejected",
+        "reason": "fingerprints unreadable",
+        "decided_at": body["captured_at"],
+    }
     path = f"/v1/registrations/{body['citizen_id']}/decision"
     assert api.call("POST", path, json=decision).status_code == 201
     command = [sys.executable, "-m", "services.auditor", body["citizen_id"], "--purpose", "e2e"]

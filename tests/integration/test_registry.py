@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from services.registry.application import CommandReuseError, Registry
-from services.registry.commands import ActivateAccount, ChangeStatus, DecideRegistration
+from services.registry.batching import CommandBatcher
+from services.registry.commands import (
+    ActivateAccount,
+    ChangeStatus,
+    DecideRegistration,
+    RegisterCitizen,
+)
 from services.registry.domain import RuleViolationError
 from services.registry.reconcile import reconcile
 from services.settings import Settings
@@ -125,3 +132,73 @@ def test_death_records_are_reconciled_once(env_for) -> None:
 def test_a_csv_without_the_columns_is_refused(env_for) -> None:
     with pytest.raises(ValueError, match="registry_reference"):
         reconcile(Registry(Settings.from_env(env_for())), "personal_number,date_of_death\n")
+
+
+def test_a_batch_applies_in_order_in_one_transaction_with_one_result_each(env_for) -> None:
+    registry = Registry(Settings.from_env(env_for()))
+    first, second = personal_number(), personal_number()
+    register = register_command(first)
+    reused = RegisterCitizen(**{**register.__dict__, "phone": "none"})
+    batch = [
+        register,
+        approve_command(first),  # sees the registration made just before, in the same batch
+        register,  # a resend inside the batch
+        reused,  # same id, other payload
+        ActivateAccount(
+            command_id=str(uuid.uuid4()),
+            citizen_id=second,
+            method="assisted",
+            activated_at="2023-06-27T11:00:00+07:00",
+        ),  # no such account
+        register_command(second),
+    ]
+    before = registry.recorder.max_notification_id() or 0
+    results = registry.submit_many(batch)
+    kinds = [type(r).__name__ if isinstance(r, Exception) else r.duplicate for r in results]
+    assert kinds == [False, False, True, "CommandReuseError", "AccountNotFoundError", False]
+    assert results[1].as_dict()["account_state"] == "approved"  # type: ignore[union-attr]
+    # 3 account events and 3 receipts, nothing for the refused commands
+    assert (registry.recorder.max_notification_id() or 0) - before == 6
+    again = registry.submit_many(batch)
+    assert [r.duplicate for r in again if not isinstance(r, Exception)] == [True] * 4
+
+
+def test_a_batch_that_conflicts_with_another_writer_is_redone_one_by_one(env_for) -> None:
+    env = env_for()
+    citizen = personal_number()
+    other = Registry(Settings.from_env(env))
+    other.submit(register_command(citizen))
+
+    class Interleaved(Registry):
+        def save(self, *objs, **kw):  # type: ignore[no-untyped-def]
+            if len(objs) > 1 and not getattr(self, "raced", False):
+                self.raced = True  # another process approves between our load and our save
+                other.submit(approve_command(citizen))
+            return super().save(*objs, **kw)
+
+    registry = Interleaved(Settings.from_env(env))
+    results = registry.submit_many([approve_command(citizen), register_command()])
+    assert isinstance(results[0], RuleViolationError)  # redone: it is already approved
+    assert not isinstance(results[1], Exception) and not results[1].duplicate
+    account = registry.account(citizen)
+    assert account is not None and account.version == 2
+
+
+def test_the_group_commit_writer_serves_many_threads(env_for) -> None:
+    registry = Registry(Settings.from_env(env_for()))
+    batcher = CommandBatcher(registry)
+    commands = [register_command() for _ in range(200)]
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            outcomes = list(pool.map(batcher.submit, commands))
+    finally:
+        batcher.close()
+    assert [o.duplicate for o in outcomes] == [False] * 200
+    assert registry.recorder.max_notification_id() == 400
+    second = CommandBatcher(registry)
+    try:
+        second.submit(approve_command(commands[0].citizen_id))
+        with pytest.raises(RuleViolationError):  # a refusal reaches its caller
+            second.submit(approve_command(commands[0].citizen_id))
+    finally:
+        second.close()
