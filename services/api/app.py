@@ -28,6 +28,7 @@ from services.api.deps import (
 )
 from services.api.errors import ApiError, install
 from services.api.feed import Feed
+from services.api.limits import BodyLimit
 from services.api.models import (
     ActivationIn,
     DecisionIn,
@@ -117,13 +118,7 @@ def create_app(settings: Settings, embedded_projector: bool = True) -> FastAPI:
     app.state.settings = settings
     install(app)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            err = ApiError(413, "body_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
-            return OrjsonResponse(err.body(), status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
     _command_routes(app)
     _read_routes(app)
