@@ -6,7 +6,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 ROLES = ("station", "auditor", "viewer", "admin")
@@ -61,10 +61,14 @@ class Settings:
             api_port=int(env.get("API_PORT", "8060")),
             pseudonym_secret=_pseudonym_secret(env, var_dir),
             auth_tokens=parse_auth_tokens(env.get("AUTH_TOKENS", "")),
-            campaign_start=datetime.fromisoformat(
-                env.get("CAMPAIGN_START", "2022-01-01T00:00:00+07:00")
-            ),
+            campaign_start=_vietnam_time(env.get("CAMPAIGN_START", "2022-01-01T00:00:00+07:00")),
         )
+
+
+def _vietnam_time(text: str) -> datetime:
+    """An ISO date or datetime; without an offset it is Vietnam time (UTC+7)."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone(timedelta(hours=7)))
 
 
 def parse_auth_tokens(spec: str) -> dict[str, str]:
