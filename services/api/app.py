@@ -58,16 +58,14 @@ class Backbone:
     settings: Settings
     registry: Registry
     trail: AuditTrail
+    batcher: CommandBatcher
     feed: Feed = field(default_factory=Feed)
     projector: Projector | None = None
     stop: threading.Event | None = None
     thread: threading.Thread | None = None
 
-    batcher: CommandBatcher | None = None
-
     def submit(self, command: Command) -> Outcome:
         """Apply a command through the group-commit writer."""
-        assert self.batcher is not None
         return self.batcher.submit(command)
 
 
@@ -76,8 +74,7 @@ def build(settings: Settings, embedded_projector: bool = True) -> Backbone:
     registry = Registry(settings)
     client = LockedClient(connect(settings.clickhouse_url, settings.clickhouse_database))
     trail = AuditTrail(client, settings.clickhouse_database)
-    backbone = Backbone(settings, registry, trail)
-    backbone.batcher = CommandBatcher(registry)
+    backbone = Backbone(settings, registry, trail, CommandBatcher(registry))
     if embedded_projector:
         config = ProjectorConfig(
             bootstrap=settings.kafka_bootstrap,
@@ -105,8 +102,7 @@ def create_app(settings: Settings, embedded_projector: bool = True) -> FastAPI:
         if backbone.stop is not None and backbone.thread is not None:
             backbone.stop.set()
             backbone.thread.join(timeout=15)
-        if backbone.batcher is not None:
-            backbone.batcher.close()
+        backbone.batcher.close()
         backbone.registry.close()
 
     app = FastAPI(
