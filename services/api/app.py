@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -65,8 +66,12 @@ class Backbone:
     thread: threading.Thread | None = None
 
     def submit(self, command: Command) -> Outcome:
-        """Apply a command through the group-commit writer."""
+        """Apply a command through the group-commit writer (blocking)."""
         return self.batcher.submit(command)
+
+    async def apply(self, command: Command) -> Outcome:
+        """Apply a command through the group-commit writer, without holding a thread."""
+        return await asyncio.wrap_future(self.batcher.enqueue(command))
 
 
 def build(settings: Settings, embedded_projector: bool = True) -> Backbone:
@@ -140,26 +145,26 @@ def _outcome(outcome: Outcome, status: int = 201) -> OrjsonResponse:
 
 def _command_routes(app: FastAPI) -> None:
     @app.post("/v1/registrations", status_code=201, dependencies=[COMMANDS])
-    def register(body: RegistrationIn, request: Request) -> OrjsonResponse:
+    async def register(body: RegistrationIn, request: Request) -> OrjsonResponse:
         backbone = backbone_of(request)
-        return _outcome(backbone.submit(intake.registration(body, backbone.settings)))
+        return _outcome(await backbone.apply(intake.registration(body, backbone.settings)))
 
     @app.post("/v1/registrations/{citizen_id}/decision", status_code=201, dependencies=[COMMANDS])
-    def decide(
+    async def decide(
         citizen_id: PersonalNumberPath, body: DecisionIn, request: Request
     ) -> OrjsonResponse:
         backbone = backbone_of(request)
-        return _outcome(backbone.submit(intake.decision(citizen_id, body, backbone.settings)))
+        return _outcome(await backbone.apply(intake.decision(citizen_id, body, backbone.settings)))
 
     @app.post("/v1/activations", status_code=201, dependencies=[COMMANDS])
-    def activate(body: ActivationIn, request: Request) -> OrjsonResponse:
+    async def activate(body: ActivationIn, request: Request) -> OrjsonResponse:
         backbone = backbone_of(request)
-        return _outcome(backbone.submit(intake.activation(body, backbone.settings)))
+        return _outcome(await backbone.apply(intake.activation(body, backbone.settings)))
 
     @app.post("/v1/status-changes", status_code=201, dependencies=[COMMANDS])
-    def change_status(body: StatusChangeIn, request: Request) -> OrjsonResponse:
+    async def change_status(body: StatusChangeIn, request: Request) -> OrjsonResponse:
         backbone = backbone_of(request)
-        return _outcome(backbone.submit(intake.status_change(body, backbone.settings)))
+        return _outcome(await backbone.apply(intake.status_change(body, backbone.settings)))
 
     @app.post("/v1/sync", dependencies=[COMMANDS])
     def sync(body: SyncIn, request: Request) -> dict[str, Any]:

@@ -27,10 +27,14 @@ class CommandBatcher:
         self._thread = threading.Thread(target=self._run, name="command-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, command: Command, timeout: float = 60.0) -> Outcome:
+    def enqueue(self, command: Command) -> Future[Outcome]:
+        """Queue `command`; the future holds its outcome, or the exception that refused it."""
         future: Future[Outcome] = Future()
         self._queue.put((command, future))
-        return future.result(timeout)
+        return future
+
+    def submit(self, command: Command, timeout: float = 60.0) -> Outcome:
+        return self.enqueue(command).result(timeout)
 
     def _run(self) -> None:
         while True:
