@@ -17,6 +17,7 @@ import platform
 import queue
 import random
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -111,6 +112,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=_positive, default=16, help="parallel requests")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole run")
     parser.add_argument("--out", type=Path, default=var_dir / "bench.json", help="JSON result")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the run's deployment directory (kept anyway when it fails)")  # fmt: skip
     parser.set_defaults(var_dir=var_dir)
     return parser.parse_args(argv)
 
@@ -405,6 +408,49 @@ def freshness(client: httpx.Client, dep: Deployment) -> dict[str, Any]:
     return dict(response.json())
 
 
+def feed_latency(dep: Deployment, probes: int, end: float) -> dict[str, Any]:
+    """Seconds from posting one registration (idle system) to its `counts` event on the feed."""
+    events: queue.Queue[float] = queue.Queue()
+    stop = threading.Event()
+
+    def listen() -> None:
+        url = f"{dep.base}/v1/feed"
+        with httpx.stream("GET", url, params={"token": dep.tokens["viewer"]},
+                          timeout=httpx.Timeout(5, read=None)) as stream:  # fmt: skip
+            for line in stream.iter_lines():
+                if stop.is_set():
+                    return
+                if line == "event: counts":
+                    events.put(time.perf_counter())
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    time.sleep(0.5)  # let the stream open
+    latencies = []
+    rng = random.Random(7)
+    with httpx.Client(headers=dep.headers("station"), timeout=10) as client:
+        for i in range(probes):
+            if time.monotonic() > end:
+                break
+            while not events.empty():
+                events.get_nowait()
+            body = registration(i, 990_000 + rng.randrange(9_000), rng, datetime.now(VN))
+            sent = time.perf_counter()
+            if _post_one(client, f"{dep.base}/v1/registrations", body) is not None:
+                continue
+            try:
+                latencies.append(events.get(timeout=10) - sent)
+            except queue.Empty:
+                continue
+    stop.set()
+    latencies.sort()
+    return {
+        "probes": probes, "received": len(latencies),
+        "p50_s": statistics.median(latencies) if latencies else None,
+        "max_s": latencies[-1] if latencies else None,
+    }  # fmt: skip
+
+
 def hourly_mismatches(client: httpx.Client, dep: Deployment, posted: Counter[str]) -> list[str]:
     """Per commune: registrations accepted vs the sum of `registration_received` hourly counts."""
     now = datetime.now(VN)
@@ -583,6 +629,8 @@ def live_run(dep: Deployment, args: argparse.Namespace, deadline: Deadline) -> d
             figures["drain_after_posting_s"] = until_counted - posted.elapsed_s
             figures["freshness"] = freshness(client, dep)
             figures["hourly_mismatches"] = hourly_mismatches(client, dep, posted.accepted)
+            print("feed latency probes...", flush=True)
+            figures["feed"] = feed_latency(dep, 20, min(deadline.end, time.monotonic() + 120))
     return figures
 
 
@@ -683,6 +731,7 @@ def _fmt(value: Any, digits: int = 1) -> str:
 def table_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     live, fresh = r.get("live", {}), r.get("live", {}).get("freshness", {})
     relay, proj, m = r.get("relay", {}), r.get("projector", {}), r["machine"]
+    feed = r.get("live", {}).get("feed", {})
     batches = _fmt(proj.get("events_per_s_between_batches"))
     return [
         ("registrations (N)", _fmt(r["n"])),
@@ -698,6 +747,10 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         (
             "freshness p50 / p99 (s)",
             f"{_fmt(fresh.get('p50_s'), 3)} / {_fmt(fresh.get('p99_s'), 3)}",
+        ),
+        (
+            "POST -> live feed p50 / max (s), idle",
+            f"{_fmt(feed.get('p50_s'), 3)} / {_fmt(feed.get('max_s'), 3)}",
         ),
         ("relay events/s (catch-up)", _fmt(relay.get("events_per_s"))),
         (
@@ -757,6 +810,8 @@ def main(argv: list[str] | None = None) -> int:
             dep = make_deployment(args.var_dir)
             results["deployment"] = str(dep.dir)
             run_phases(dep, args, deadline, results, problems)
+            if not problems and not args.keep:
+                shutil.rmtree(dep.dir, ignore_errors=True)  # event store, chdb and logs
     except (BenchError, httpx.HTTPError, subprocess.SubprocessError) as exc:
         problems.append(f"{type(exc).__name__}: {exc}")
     except KeyboardInterrupt:
