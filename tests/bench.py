@@ -112,8 +112,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=_positive, default=16, help="parallel requests")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole run")
     parser.add_argument("--out", type=Path, default=var_dir / "bench.json", help="JSON result")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the run's deployment directory (kept anyway when it fails)")  # fmt: skip
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the deployment directory (kept on failure)"
+    )
     parser.set_defaults(var_dir=var_dir)
     return parser.parse_args(argv)
 
