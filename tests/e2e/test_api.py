@@ -221,8 +221,9 @@ def test_malformed_json_and_oversized_bodies_are_refused(api: Api) -> None:
         for _ in range(9):
             yield b"x" * (1024 * 1024)
 
-    streamed = api.call("POST", "/v1/sync", content=chunks(),
-                        headers={"Content-Type": "application/json"})
+    streamed = api.call(
+        "POST", "/v1/sync", content=chunks(), headers={"Content-Type": "application/json"}
+    )
     assert streamed.status_code == 413
     assert streamed.json()["error"]["code"] == "body_too_large"
     assert api.position() == position
