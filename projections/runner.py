@@ -8,6 +8,7 @@ neither loses nor repeats a row, and an emptied read model is rebuilt from offse
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from projections.audit import AuditTrail, to_row
 from schemas.codec import SerializationError, citizen_event_codec
@@ -163,16 +165,27 @@ class Projector:
         )
 
     def run(self, stop: threading.Event) -> None:
-        self.start()
-        try:
-            while not stop.is_set():
-                self.step()
-        finally:
-            self.close()
+        """Project until `stop`; when the broker goes away, start over once it is back
+        (resuming, as always, after the rows ClickHouse holds)."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                self.start()
+                backoff = 0.5
+                while not stop.is_set():
+                    self.step()
+            except KafkaError as exc:
+                log.warning("projector lost the broker (%s); starting over in %.1f s",
+                            type(exc).__name__, backoff)  # fmt: skip
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                self.close()
 
     def close(self) -> None:
         if self._consumer is not None:
-            self._consumer.close(autocommit=False)
+            with contextlib.suppress(KafkaError, OSError):  # a broken consumer still closes
+                self._consumer.close(autocommit=False)
             self._consumer = None
         if self._dlq is not None:
             self._dlq.close(timeout=10)

@@ -8,6 +8,7 @@ a relay killed at any instant resumes after the last committed batch; the new pr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from schemas.codec import SerializationError, citizen_event_codec
 from services.registry.application import Registry
@@ -160,17 +161,31 @@ class Relay:
         return len(notifications)
 
     def run(self, stop: threading.Event) -> None:
-        self.start()
-        try:
-            while not stop.is_set():
-                if self.step() == 0:
-                    stop.wait(self.options.idle_sleep)
-        finally:
-            self.close()
+        """Publish until `stop`; when the broker goes away, start over once it is back.
+
+        Starting over is safe at any point: the new producer fences the old transactional id
+        and the position is read again from what the topic holds.
+        """
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                self.start()
+                backoff = 0.5
+                while not stop.is_set():
+                    if self.step() == 0:
+                        stop.wait(self.options.idle_sleep)
+            except (KafkaError, TimeoutError, OSError) as exc:
+                log.warning("relay lost the broker (%s); starting over in %.1f s",
+                            type(exc).__name__, backoff)  # fmt: skip
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                self.close()
 
     def close(self) -> None:
         if self._producer is not None:
-            self._producer.close(timeout=10)
+            with contextlib.suppress(KafkaError, OSError):  # a broken producer still closes
+                self._producer.close(timeout=10)
             self._producer = None
 
 
