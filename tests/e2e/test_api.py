@@ -3,79 +3,22 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.conftest import TOKENS, python_process, wait_until
+from tests.conftest import TOKENS, wait_until
+from tests.e2e.conftest import Api, running_api
 from tests.factories import personal_number, registration_body
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Api:
-    def __init__(self, base: str, logs: list[Path]) -> None:
-        self.http = httpx.Client(base_url=base, timeout=30)
-        self.logs = logs
-        self.numbers: set[str] = set()  # every personal number sent, to look for in the logs
-
-    def call(
-        self, method: str, path: str, role: str | None = "station", **kw: Any
-    ) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {TOKENS[role]}"} if role else {}
-        headers.update(kw.pop("headers", {}))
-        body = kw.get("json")
-        if isinstance(body, dict) and isinstance(body.get("citizen_id"), str):
-            self.numbers.add(body["citizen_id"])
-        return self.http.request(method, path, headers=headers, **kw)
-
-    def position(self) -> int:
-        return int(self.http.get("/healthz").json()["event_store_position"])
-
-
 @pytest.fixture(scope="module")
-def api(kafka_bootstrap, tmp_path_factory) -> Iterator[Api]:
-    from tests.conftest import AUTH_TOKENS, unique
-
-    port = free_port()
-    env = {
-        "VAR_DIR": str(tmp_path_factory.mktemp("e2e") / "var"),
-        "KAFKA_BOOTSTRAP": kafka_bootstrap, "KAFKA_TOPIC": unique("citizen-events"),
-        "PROJECTOR_GROUP": unique("projector"), "CLICKHOUSE_DATABASE": "eid",
-        "AUTH_TOKENS": AUTH_TOKENS, "API_PORT": str(port), "PSEUDONYM_SECRET": "e2e-secret",
-        "CAMPAIGN_START": "2023-01-01T00:00:00+07:00",
-    }  # fmt: skip
-    logs = [Path(env["VAR_DIR"]).parent / name for name in ("relay.log", "api.log")]
-    with logs[0].open("w") as relay_log, logs[1].open("w") as api_log:
-        relay = python_process(["-m", "services.relay"], env, stdout=relay_log, stderr=relay_log)
-        server = python_process(["-m", "services.api"], env, stdout=api_log, stderr=api_log)
-    client = Api(f"http://127.0.0.1:{port}", logs)
-
-    def healthy() -> bool:
-        try:
-            return client.http.get("/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_until(healthy, 90, every=0.2)
+def api(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    with running_api(kafka_bootstrap, tmp_path_factory.mktemp("e2e")) as client:
         yield client
-    finally:
-        for proc in (server, relay):
-            proc.send_signal(signal.SIGTERM)
-        for proc in (server, relay):
-            proc.wait(30)
 
 
 def test_registration_reaches_history_and_hourly_counts(api: Api) -> None:

@@ -12,8 +12,6 @@ import fcntl
 import json
 import os
 import select
-import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -22,12 +20,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from httpx import Response
 
-from services.settings import Settings
-from tests.conftest import AUTH_TOKENS, ROOT, TOKENS, python_process, unique, wait_until
+from tests.conftest import ROOT, TOKENS, wait_until
+from tests.e2e.conftest import Api, running_api
 from tests.factories import VN, personal_number, registration_body
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -38,17 +34,6 @@ CHROMIUM_FLAGS = [
 ]  # fmt: skip
 SCREENSHOT = ROOT / "var" / "dashboard.png"
 # Until create_app installs the dashboard itself, serve the app with it installed here.
-SERVE_WITH_DASHBOARD = """
-import uvicorn
-from services.api import dashboard
-from services.api.app import create_app
-from services.settings import Settings
-settings = Settings.from_env()
-app = create_app(settings)
-if not any(getattr(route, "path", None) == "/" for route in app.routes):
-    dashboard.install(app)
-uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning")
-"""
 
 
 class DevToolsError(RuntimeError):
@@ -164,65 +149,10 @@ class Chromium:
         self._log.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Api:
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.http = httpx.Client(base_url=base, timeout=30)
-
-    def call(self, method: str, path: str, role: str | None = "station", **kw: Any) -> Response:
-        headers = {"Authorization": f"Bearer {TOKENS[role]}"} if role else {}
-        return self.http.request(method, path, headers=headers, **kw)
-
-    def received(self, commune: str) -> int:
-        body = self.call("GET", "/v1/progress", role="viewer",
-                         params={"level": "commune", "code": commune}).json()  # fmt: skip
-        return int(body["received"]["count"])
-
-
-def serve_command(env: dict[str, str]) -> list[str]:
-    """`python -m services.api` once create_app routes `GET /`; until then, the same plus it."""
-    from services.api.app import create_app
-
-    app = create_app(Settings.from_env(env))
-    if any(getattr(route, "path", None) == "/" for route in app.routes):
-        return ["-m", "services.api"]
-    return ["-c", SERVE_WITH_DASHBOARD]
-
-
 @pytest.fixture(scope="module")
 def api(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    port = free_port()
-    env = {
-        "VAR_DIR": str(tmp_path_factory.mktemp("dashboard") / "var"),
-        "KAFKA_BOOTSTRAP": kafka_bootstrap, "KAFKA_TOPIC": unique("citizen-events"),
-        "PROJECTOR_GROUP": unique("projector"), "CLICKHOUSE_DATABASE": "eid",
-        "AUTH_TOKENS": AUTH_TOKENS, "API_PORT": str(port), "PSEUDONYM_SECRET": "e2e-secret",
-        "CAMPAIGN_START": "2023-01-01T00:00:00+07:00",
-    }  # fmt: skip
-    relay = python_process(["-m", "services.relay"], env)
-    server = python_process(serve_command(env), env)
-    client = Api(f"http://127.0.0.1:{port}")
-
-    def healthy() -> bool:
-        try:
-            return client.http.get("/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_until(healthy, 90, every=0.2)
+    with running_api(kafka_bootstrap, tmp_path_factory.mktemp("dashboard")) as client:
         yield client
-    finally:
-        for proc in (server, relay):
-            proc.send_signal(signal.SIGTERM)
-        for proc in (server, relay):
-            proc.wait(30)
 
 
 @pytest.fixture(scope="module")
