@@ -22,6 +22,7 @@ from kafka.errors import KafkaError
 
 from projections.audit import AuditTrail, to_row
 from schemas.codec import SerializationError, citizen_event_codec
+from schemas.topic import ensure_topic
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,10 @@ class Projector:
             heartbeat_interval_ms=max(500, c.session_timeout_ms // 3),
             fetch_min_bytes=32 * 1024,  # fewer, larger inserts under load...
             fetch_max_wait_ms=150,  # ...at most 150 ms later when it is quiet
+            metadata_max_age_ms=10_000,  # notice new partitions within seconds, not minutes
         )
+        # A group that joins before the topic exists may sit with no partitions: make it first.
+        ensure_topic(c.bootstrap, c.topic)
         self._consumer.subscribe([c.topic], listener=_ResumeFromReadModel(self))
 
     def resume(self, assigned: list[TopicPartition]) -> None:

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
 
 from schemas.codec import SerializationError, citizen_event_codec
+from schemas.topic import ensure_topic
 from services.registry.application import Registry
 from services.relay.mapping import PUBLIC_TOPICS, to_record
 from services.settings import Settings
@@ -32,19 +33,6 @@ class RelayOptions:
     batch_size: int = 500
     idle_sleep: float = 0.02
     partitions: int = 3
-
-
-def ensure_topic(settings: Settings, topic: str, partitions: int) -> None:
-    """Create `topic` unless it exists (idempotent, safe to race)."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="eid-admin")
-    try:
-        if topic not in admin.list_topics():
-            admin.create_topics([NewTopic(topic, partitions, 1)])
-            log.info("created topic %s with %d partitions", topic, partitions)
-    except TopicAlreadyExistsError:
-        pass
-    finally:
-        admin.close()
 
 
 def committed_position(settings: Settings, window: int = 64) -> int:
@@ -117,7 +105,8 @@ class Relay:
         self._producer: KafkaProducer | None = None
 
     def start(self) -> None:
-        ensure_topic(self.settings, self.settings.kafka_topic, self.options.partitions)
+        ensure_topic(self.settings.kafka_bootstrap, self.settings.kafka_topic,
+                     self.options.partitions)  # fmt: skip
         self._producer = KafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             transactional_id=f"relay-{self.settings.kafka_topic}",
