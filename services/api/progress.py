@@ -26,7 +26,8 @@ def province_name(code: str) -> str:
 
 
 def communes_of(province_code: str) -> list[str]:
-    return sorted(f"{int(w.code)}" for w in Ward.iter_by_province(int(province_code)))  # type: ignore[arg-type]
+    wards = Ward.iter_by_province(int(province_code))  # type: ignore[arg-type]
+    return sorted(f"{int(w.code):05d}" for w in wards)  # codes are five digits, zero-padded
 
 
 def _against(counts: dict[str, int], targets: dict[str, Any]) -> dict[str, Any]:

@@ -53,3 +53,11 @@ def test_the_pseudonym_key_is_generated_once_and_kept(tmp_path) -> None:
     first = Settings.from_env({"VAR_DIR": str(tmp_path)}).pseudonym_secret
     assert Settings.from_env({"VAR_DIR": str(tmp_path)}).pseudonym_secret == first
     assert len(first) == 64
+
+
+def test_commune_codes_of_a_province_keep_their_leading_zeros() -> None:
+    from services.api.progress import communes_of
+
+    hanoi = communes_of("01")
+    assert hanoi and all(len(code) == 5 and code.startswith("00") for code in hanoi[:5])
+    assert all(province_of(code) == "01" for code in hanoi)
