@@ -8,7 +8,7 @@ import signal
 import threading
 
 from services.registry.application import Registry
-from services.relay.relay import Relay, RelayOptions, wait_for_broker
+from services.relay.relay import Relay, RelayOptions, StoreBehindTopicError, wait_for_broker
 from services.settings import Settings
 
 
@@ -34,7 +34,11 @@ def main(argv: list[str] | None = None) -> None:
     relay = Relay(
         settings, Registry(settings), RelayOptions(args.batch_size, 0.02, args.partitions)
     )
-    relay.run(stop)
+    try:
+        relay.run(stop)
+    except StoreBehindTopicError as exc:
+        logging.getLogger(__name__).error("%s", exc)
+        raise SystemExit(2) from None
     logging.getLogger(__name__).info("relay stopped at position %d", relay.position)
 
 

@@ -28,6 +28,10 @@ from services.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class StoreBehindTopicError(RuntimeError):
+    """The topic already holds positions the event store does not have."""
+
+
 @dataclass(frozen=True)
 class RelayOptions:
     batch_size: int = 500
@@ -117,6 +121,13 @@ class Relay:
         )
         self._producer.init_transactions()  # fences and aborts any earlier relay's transaction
         self.position = committed_position(self.settings)
+        stored = self.registry.recorder.max_notification_id() or 0
+        if self.position > stored:
+            raise StoreBehindTopicError(
+                f"topic {self.settings.kafka_topic} holds events up to store position "
+                f"{self.position} but the event store ends at {stored}: the store was replaced "
+                "or reset; publish it to a new topic (KAFKA_TOPIC) instead"
+            )
         log.info("relay resumes after store position %d", self.position)
 
     def step(self) -> int:

@@ -7,11 +7,12 @@ import threading
 from collections import defaultdict
 from typing import Any
 
+import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from schemas.codec import citizen_event_codec
 from services.registry.application import Registry
-from services.relay.relay import Relay, RelayOptions
+from services.relay.relay import Relay, RelayOptions, StoreBehindTopicError
 from services.settings import Settings
 from tests.conftest import python_process, wait_until
 from tests.factories import approve_command, personal_number, register_command
@@ -134,3 +135,19 @@ def _committed_count(consumer: KafkaConsumer, topic: str) -> int:
         return 0
     tps = [TopicPartition(topic, p) for p in parts]
     return sum(consumer.end_offsets(tps).values())
+
+
+def test_relay_refuses_a_store_that_is_behind_its_topic(kafka_bootstrap, env_for, tmp_path) -> None:
+    env = env_for()
+    first = Registry(Settings.from_env(env))
+    for _ in range(3):
+        first.submit(register_command())
+    relay = Relay(Settings.from_env(env), first)
+    relay.start()
+    relay.step()
+    relay.close()
+    # A fresh, empty store (as if var/events.sqlite had been deleted), the same topic.
+    replaced = env_for(KAFKA_TOPIC=env["KAFKA_TOPIC"], VAR_DIR=str(tmp_path / "replaced"))
+    settings = Settings.from_env(replaced)
+    with pytest.raises(StoreBehindTopicError, match="new topic"):
+        Relay(settings, Registry(settings)).start()
