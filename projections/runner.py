@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,10 @@ class ProjectorConfig:
         return f"{self.topic}.dlq"
 
 
+class ReadModelAheadError(RuntimeError):
+    """ClickHouse holds rows from offsets the topic does not have."""
+
+
 class _ResumeFromReadModel(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, projector: Projector) -> None:
         self.projector = projector
@@ -84,6 +89,7 @@ class Projector:
         self.stored = 0
         self.dead_letters = 0
         self._consumer: KafkaConsumer | None = None
+        self._unchecked: dict[TopicPartition, int] = {}
         self._dlq: KafkaProducer | None = None
 
     def start(self) -> None:
@@ -101,13 +107,20 @@ class Projector:
             fetch_max_wait_ms=150,  # ...at most 150 ms later when it is quiet
             metadata_max_age_ms=10_000,  # notice new partitions within seconds, not minutes
         )
-        # A group that joins before the topic exists may sit with no partitions: make it first.
+        # A group that joins before its topic's partitions are known is assigned nothing and
+        # only rejoins at the next metadata refresh: make the topic and see its partitions first.
         ensure_topic(c.bootstrap, c.topic)
+        deadline = time.monotonic() + 30
+        while not self._consumer.partitions_for_topic(c.topic):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no partitions known for topic {c.topic}")
+            time.sleep(0.1)
         self._consumer.subscribe([c.topic], listener=_ResumeFromReadModel(self))
 
     def resume(self, assigned: list[TopicPartition]) -> None:
         assert self._consumer is not None
         stored = self.trail.stored_offsets()
+        self._unchecked = {tp: stored[tp.partition] for tp in assigned if tp.partition in stored}
         for tp in assigned:
             if tp.partition in stored:
                 self._consumer.seek(tp, stored[tp.partition] + 1)
@@ -123,11 +136,26 @@ class Projector:
         """One poll -> store -> commit cycle; returns the number of events stored."""
         assert self._consumer is not None, "start() first"
         polled = self._consumer.poll(timeout_ms=self.config.poll_timeout_ms)
+        if self._unchecked:  # after a new assignment, before anything is stored
+            self._check_not_ahead(self._unchecked)
+            self._unchecked = {}
         if not polled:
             return 0
         stored = self.store_batch(polled)
         self._consumer.commit()
         return stored
+
+    def _check_not_ahead(self, stored: dict[TopicPartition, int]) -> None:
+        """Refuse read models holding offsets the topic does not have (recreated topic)."""
+        assert self._consumer is not None
+        ends = self._consumer.end_offsets(list(stored))
+        ahead = sorted(tp.partition for tp, offset in stored.items() if offset >= ends[tp])
+        if ahead:
+            raise ReadModelAheadError(
+                f"the read models hold offsets beyond the end of {self.config.topic} "
+                f"(partitions {ahead}): the topic was recreated or is another one; "
+                "rebuild them with `python -m projections rebuild`"
+            )
 
     def store_batch(
         self,

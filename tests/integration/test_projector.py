@@ -8,16 +8,18 @@ import subprocess
 from datetime import UTC, datetime
 
 import orjson
+import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from projections.audit import AuditTrail
 from projections.clickhouse import LockedClient, connect
 from projections.rebuild import rebuild
-from projections.runner import Projector, ProjectorConfig
+from projections.runner import Projector, ProjectorConfig, ReadModelAheadError
+from schemas.topic import ensure_topic
 from services.registry.application import Registry
 from services.relay.relay import Relay
 from services.settings import Settings
-from tests.conftest import python_process, wait_until
+from tests.conftest import python_process, unique, wait_until
 from tests.factories import approve_command, personal_number, register_command
 
 
@@ -226,3 +228,29 @@ def test_rebuild_command_replays_from_zero_and_matches_the_live_counts(
         == report["before"]
         == {"registration_received": 200, "registration_decided": 100}
     )
+
+
+def test_a_read_model_ahead_of_its_topic_is_refused(kafka_bootstrap, env_for, chdb_url) -> None:
+    settings = Settings.from_env(env_for())
+    registry = Registry(settings)
+    for _ in range(5):
+        registry.submit(register_command())
+    publish(settings, registry)
+    first = projector_for(settings, chdb_url)
+    run_until(first, 5)
+    first.close()
+    # The same read models, now fed from a recreated (here: another, shorter) topic.
+    other = Settings.from_env(env_for(CLICKHOUSE_DATABASE=settings.clickhouse_database,
+                                      KAFKA_TOPIC=unique("recreated"),
+                                      PROJECTOR_GROUP=unique("projector")))  # fmt: skip
+    ensure_topic(kafka_bootstrap, other.kafka_topic)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    producer.send(other.kafka_topic, b"x", partition=0)
+    producer.flush()
+    producer.close()
+    second = projector_for(other, chdb_url)
+    try:
+        with pytest.raises(ReadModelAheadError, match="rebuild"):
+            wait_until(lambda: second.step() is None, 30, every=0)
+    finally:
+        second.close()
