@@ -38,6 +38,9 @@ class ProjectorConfig:
     max_poll_records: int = 5000
     poll_timeout_ms: int = 100
     session_timeout_ms: int = 6000
+    # A consumer group shares partitions among projectors (needs a ClickHouse server); a lone
+    # projector, such as the one embedded beside chdb, takes every partition itself.
+    group_mode: bool = True
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ProjectorConfig:
@@ -111,11 +114,16 @@ class Projector:
         # only rejoins at the next metadata refresh: make the topic and see its partitions first.
         ensure_topic(c.bootstrap, c.topic)
         deadline = time.monotonic() + 30
-        while not self._consumer.partitions_for_topic(c.topic):
+        while not (partitions := self._consumer.partitions_for_topic(c.topic)):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no partitions known for topic {c.topic}")
             time.sleep(0.1)
-        self._consumer.subscribe([c.topic], listener=_ResumeFromReadModel(self))
+        if c.group_mode:
+            self._consumer.subscribe([c.topic], listener=_ResumeFromReadModel(self))
+        else:
+            everything = [TopicPartition(c.topic, p) for p in sorted(partitions)]
+            self._consumer.assign(everything)
+            self.resume(everything)
 
     def resume(self, assigned: list[TopicPartition]) -> None:
         assert self._consumer is not None

@@ -87,6 +87,7 @@ def build(settings: Settings, embedded_projector: bool = True) -> Backbone:
             group=settings.projector_group,
             clickhouse_url=settings.clickhouse_url,
             database=settings.clickhouse_database,
+            group_mode=False,  # the only projector of this engine: no group to share with
         )
         backbone.projector = Projector(config, trail, on_batch=backbone.feed.publish)
         backbone.stop = threading.Event()
