@@ -93,6 +93,7 @@ class Projector:
         self.dead_letters = 0
         self._consumer: KafkaConsumer | None = None
         self._unchecked: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int | None] = {}
         self._dlq: KafkaProducer | None = None
 
     def start(self) -> None:
@@ -147,11 +148,18 @@ class Projector:
         if self._unchecked:  # after a new assignment, before anything is stored
             self._check_not_ahead(self._unchecked)
             self._unchecked = {}
-        if not polled:
-            return 0
-        stored = self.store_batch(polled)
-        self._consumer.commit()
+        stored = self.store_batch(polled) if polled else 0
+        self._commit_if_moved()
         return stored
+
+    def _commit_if_moved(self) -> None:
+        """Commit the positions once they moved: after stored rows, and also after a poll that
+        only stepped over transaction markers (else the group would lag by one forever)."""
+        assert self._consumer is not None
+        positions = {tp: self._consumer.position(tp) for tp in self._consumer.assignment()}
+        if positions != self._committed:
+            self._consumer.commit()
+            self._committed = positions
 
     def _check_not_ahead(self, stored: dict[TopicPartition, int]) -> None:
         """Refuse read models holding offsets the topic does not have (recreated topic)."""
