@@ -23,7 +23,7 @@ from kafka.errors import KafkaError
 
 from projections.audit import AuditTrail, to_row
 from schemas.codec import SerializationError, citizen_event_codec
-from schemas.topic import ensure_topic
+from schemas.topic import ensure_topic, run_restarting
 
 log = logging.getLogger(__name__)
 
@@ -216,20 +216,7 @@ class Projector:
     def run(self, stop: threading.Event) -> None:
         """Project until `stop`; when the broker goes away, start over once it is back
         (resuming, as always, after the rows ClickHouse holds)."""
-        backoff = 0.5
-        while not stop.is_set():
-            try:
-                self.start()
-                backoff = 0.5
-                while not stop.is_set():
-                    self.step()
-            except KafkaError as exc:
-                log.warning("projector lost the broker (%s); starting over in %.1f s",
-                            type(exc).__name__, backoff)  # fmt: skip
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-            finally:
-                self.close()
+        run_restarting("projector", self.start, self.step, self.close, stop)
 
     def close(self) -> None:
         if self._consumer is not None:

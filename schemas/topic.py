@@ -1,11 +1,13 @@
-"""The topic of the contract: created, when missing, with the partition count we promise."""
+"""Kafka plumbing both sides share: the contract's topic, a loop that survives the broker."""
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 log = logging.getLogger(__name__)
 
@@ -23,3 +25,33 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = DEFAULT_PARTITION
         pass
     finally:
         admin.close()
+
+
+def run_restarting(
+    name: str,
+    start: Callable[[], None],
+    step: Callable[[], int],
+    close: Callable[[], None],
+    stop: threading.Event,
+    idle_sleep: float = 0.0,
+) -> None:
+    """Call `step` until `stop`; when the broker goes away, close, back off and start over.
+
+    Starting over must be safe at any point: the relay and the projector both read where to
+    resume from durable state (the topic, the read models), never from memory.
+    """
+    backoff = 0.5
+    while not stop.is_set():
+        try:
+            start()
+            backoff = 0.5
+            while not stop.is_set():
+                if step() == 0 and idle_sleep:
+                    stop.wait(idle_sleep)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            log.warning("%s lost the broker (%s); starting over in %.1f s",
+                        name, type(exc).__name__, backoff)  # fmt: skip
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 10.0)
+        finally:
+            close()

@@ -20,7 +20,7 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from schemas.codec import SerializationError, citizen_event_codec
-from schemas.topic import ensure_topic
+from schemas.topic import ensure_topic, run_restarting
 from services.registry.application import Registry
 from services.relay.mapping import PUBLIC_TOPICS, to_record
 from services.settings import Settings
@@ -166,21 +166,7 @@ class Relay:
         Starting over is safe at any point: the new producer fences the old transactional id
         and the position is read again from what the topic holds.
         """
-        backoff = 0.5
-        while not stop.is_set():
-            try:
-                self.start()
-                backoff = 0.5
-                while not stop.is_set():
-                    if self.step() == 0:
-                        stop.wait(self.options.idle_sleep)
-            except (KafkaError, TimeoutError, OSError) as exc:
-                log.warning("relay lost the broker (%s); starting over in %.1f s",
-                            type(exc).__name__, backoff)  # fmt: skip
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-            finally:
-                self.close()
+        run_restarting("relay", self.start, self.step, self.close, stop, self.options.idle_sleep)
 
     def close(self) -> None:
         if self._producer is not None:
