@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import signal
 import sys
@@ -11,15 +10,10 @@ import threading
 
 import orjson
 
-from projections.audit import AuditTrail
-from projections.clickhouse import LockedClient, connect
+from projections.audit import audit_trail
 from projections.rebuild import rebuild
-from projections.runner import Projector, ProjectorConfig
-
-
-def build(config: ProjectorConfig) -> AuditTrail:
-    client = LockedClient(connect(config.clickhouse_url, config.database))
-    return AuditTrail(client, config.database)
+from projections.runner import Projector, ProjectorOptions
+from services.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,11 +39,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     logging.getLogger("kafka").setLevel(logging.WARNING)
 
-    config = ProjectorConfig.from_env()
+    settings = Settings.from_env()
     if args.command == "rebuild":
-        print(orjson.dumps(rebuild(config)).decode())
+        print(orjson.dumps(rebuild(settings)).decode())
         return
-    trail = build(config)
+    trail = audit_trail(settings.clickhouse_url, settings.clickhouse_database)
     if args.command == "stats":
         rows = trail.client.query_rows(f"SELECT count(), uniqExact(event_id) FROM {trail.table}")
         total, unique = rows[0]
@@ -60,8 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         return
 
-    config = dataclasses.replace(config, max_poll_records=args.max_poll_records)
-    projector = Projector(config, trail)
+    projector = Projector(settings, trail, ProjectorOptions(max_poll_records=args.max_poll_records))
     if args.progress:
 
         def report(events: list[dict[str, object]]) -> None:

@@ -8,8 +8,9 @@ from uuid import UUID
 
 import orjson
 
-from projections.clickhouse import LockedClient
+from projections.clickhouse import LockedClient, connect
 from schemas.chain import first_broken_link
+from schemas.event_types import ACCOUNT_ACTIVATED, HISTORY_READ, REGISTRATION_RECEIVED
 
 COLUMNS = [
     "event_id", "event_type", "account_id", "sequence", "position", "occurred_at",
@@ -32,7 +33,8 @@ BREAKDOWNS = {
     "phone": "phone",
     "device": "device_id",
 }
-REGISTRATIONS = "event_type = 'registration_received'"
+REGISTRATIONS = f"event_type = '{REGISTRATION_RECEIVED}'"
+NOT_READS = f"event_type != '{HISTORY_READ}'"
 
 
 def _json_default(value: Any) -> str:
@@ -61,7 +63,7 @@ def as_utc(value: datetime) -> datetime:
 
 def payload_of(event_type: str, detail: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     """The event's public payload again: registrations keep where/with-what in columns."""
-    if event_type != "registration_received":
+    if event_type != REGISTRATION_RECEIVED:
         return detail
     return {**detail, **{name: row[name] for name in _WHERE_FIELDS}}
 
@@ -104,7 +106,7 @@ class AuditTrail:
         """Every stored event of one account in order, with its full public payload."""
         sql = (
             f"SELECT {', '.join(HISTORY_COLUMNS)} FROM {self.table} "
-            f"WHERE account_id = {{a:UUID}} AND event_type != 'history_read' ORDER BY sequence"
+            f"WHERE account_id = {{a:UUID}} AND {NOT_READS} ORDER BY sequence"
         )
         out = []
         for row in self.client.query_rows(sql, {"a": str(account_id)}):
@@ -125,7 +127,7 @@ class AuditTrail:
         """
         column = "commune_code" if level == "commune" else "province_code"
         key = BREAKDOWNS[by]
-        only = "event_type != 'history_read'" if by == "event_type" else REGISTRATIONS
+        only = NOT_READS if by == "event_type" else REGISTRATIONS
         sql = (
             f"SELECT toStartOfHour(occurred_at) AS hour, {key} AS key, count() FROM {self.table} "
             f"WHERE {column} = {{code:String}} AND {only} "
@@ -153,7 +155,7 @@ class AuditTrail:
         """Who read which account's history or state, when, and for what stated purpose."""
         sql = (
             f"SELECT occurred_at, account_id, detail, commune_code FROM {self.table} "
-            f"WHERE event_type = 'history_read' AND occurred_at >= {{since:DateTime64(3)}} "
+            f"WHERE event_type = '{HISTORY_READ}' AND occurred_at >= {{since:DateTime64(3)}} "
             f"AND occurred_at < {{until:DateTime64(3)}} "
             f"ORDER BY occurred_at DESC LIMIT {int(limit)}"
         )
@@ -183,8 +185,8 @@ class AuditTrail:
         column = "commune_code" if level == "commune" else "province_code"
         sql = (
             f"SELECT commune_code, "
-            f"uniqExactIf(account_id, event_type = 'registration_received'), "
-            f"uniqExactIf(account_id, event_type = 'account_activated') "
+            f"uniqExactIf(account_id, event_type = '{REGISTRATION_RECEIVED}'), "
+            f"uniqExactIf(account_id, event_type = '{ACCOUNT_ACTIVATED}') "
             f"FROM {self.table} WHERE {column} = {{code:String}} GROUP BY commune_code"
         )
         rows = self.client.query_rows(sql, {"code": code})
@@ -193,3 +195,8 @@ class AuditTrail:
     def totals(self) -> dict[str, int]:
         sql = f"SELECT event_type, count() FROM {self.table} GROUP BY event_type"
         return {t: int(n) for t, n in self.client.query_rows(sql)}
+
+
+def audit_trail(url: str, database: str) -> AuditTrail:
+    """The audit trail in `database` on the ClickHouse at `url` (tables made if missing)."""
+    return AuditTrail(LockedClient(connect(url, database)), database)

@@ -13,9 +13,9 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 from tqdm import tqdm
 
-from projections.audit import AuditTrail
-from projections.clickhouse import LockedClient, connect
-from projections.runner import Projector, ProjectorConfig
+from projections.audit import AuditTrail, audit_trail
+from projections.runner import Projector, ProjectorOptions
+from services.settings import Settings
 
 
 def end_offsets(consumer: KafkaConsumer, topic: str) -> dict[TopicPartition, int]:
@@ -23,15 +23,16 @@ def end_offsets(consumer: KafkaConsumer, topic: str) -> dict[TopicPartition, int
     return consumer.end_offsets([TopicPartition(topic, p) for p in sorted(parts)])  # type: ignore[no-any-return]
 
 
-def _replay(config: ProjectorConfig, trail: AuditTrail, show: bool) -> int:
+def _replay(settings: Settings, trail: AuditTrail, show: bool) -> int:
     """Store the topic from offset zero up to today's end into `trail`; returns events stored."""
+    options = ProjectorOptions()
     consumer = KafkaConsumer(
-        bootstrap_servers=config.bootstrap, isolation_level="read_committed",
-        enable_auto_commit=False, max_poll_records=config.max_poll_records,
+        bootstrap_servers=settings.kafka_bootstrap, isolation_level="read_committed",
+        enable_auto_commit=False, max_poll_records=options.max_poll_records,
     )  # fmt: skip
-    projector = Projector(config, trail)
+    projector = Projector(settings, trail, options)
     try:
-        ends = end_offsets(consumer, config.topic)
+        ends = end_offsets(consumer, settings.kafka_topic)
         consumer.assign(list(ends))
         consumer.seek_to_beginning()
         remaining = {tp: end for tp, end in ends.items() if end > 0}
@@ -50,15 +51,14 @@ def _replay(config: ProjectorConfig, trail: AuditTrail, show: bool) -> int:
         projector.close()
 
 
-def rebuild(config: ProjectorConfig, show_progress: bool = True) -> dict[str, Any]:
+def rebuild(settings: Settings, show_progress: bool = True) -> dict[str, Any]:
     """Rebuild into `<database>_rebuild`, swap it in, and report old and new totals."""
-    live = AuditTrail(LockedClient(connect(config.clickhouse_url, config.database)),
-                      config.database)  # fmt: skip
-    scratch_name = f"{config.database}_rebuild"
+    live = audit_trail(settings.clickhouse_url, settings.clickhouse_database)
+    scratch_name = f"{settings.clickhouse_database}_rebuild"
     live.client.command(f"DROP DATABASE IF EXISTS {scratch_name}")
-    scratch = AuditTrail(LockedClient(connect(config.clickhouse_url, scratch_name)), scratch_name)
+    scratch = audit_trail(settings.clickhouse_url, scratch_name)
     before = live.totals()
-    stored = _replay(config, scratch, show_progress)
+    stored = _replay(settings, scratch, show_progress)
     live.client.command(f"EXCHANGE TABLES {live.table} AND {scratch.table}")
     live.client.command(f"DROP DATABASE {scratch_name}")
     return {"stored": stored, "before": before, "after": live.totals()}

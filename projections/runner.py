@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
@@ -23,42 +21,21 @@ from kafka.errors import KafkaError
 
 from projections.audit import AuditTrail, to_row
 from schemas.codec import SerializationError, citizen_event_codec
-from schemas.topic import ensure_topic, run_restarting
+from services.kafka import ensure_topic, run_restarting
+from services.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ProjectorConfig:
-    bootstrap: str
-    topic: str
-    group: str
-    clickhouse_url: str = "chdb://:memory:"
-    database: str = "eid"
+class ProjectorOptions:
+    """The projector's tunables; where it reads and writes comes from `Settings`."""
+
     max_poll_records: int = 5000
     poll_timeout_ms: int = 100
-    session_timeout_ms: int = 6000
     # A consumer group shares partitions among projectors (needs a ClickHouse server); a lone
     # projector, such as the one embedded beside chdb, takes every partition itself.
     group_mode: bool = True
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> ProjectorConfig:
-        """Read the same variables as the services (KAFKA_*, CLICKHOUSE_*, VAR_DIR)."""
-        env = dict(os.environ if environ is None else environ)
-        var_dir = Path(env.get("VAR_DIR", "var")).resolve()
-        return cls(
-            bootstrap=env.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-            topic=env.get("KAFKA_TOPIC", "citizen-events"),
-            group=env.get("PROJECTOR_GROUP", "projector-read-models"),
-            clickhouse_url=env.get("CLICKHOUSE_URL", f"chdb://{var_dir / 'chdb'}"),
-            database=env.get("CLICKHOUSE_DATABASE", "eid"),
-            session_timeout_ms=int(env.get("KAFKA_SESSION_TIMEOUT_MS", "6000")),
-        )
-
-    @property
-    def dlq_topic(self) -> str:
-        return f"{self.topic}.dlq"
 
 
 class ReadModelAheadError(RuntimeError):
@@ -81,11 +58,13 @@ class Projector:
 
     def __init__(
         self,
-        config: ProjectorConfig,
+        settings: Settings,
         trail: AuditTrail,
+        options: ProjectorOptions = ProjectorOptions(),
         on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
-        self.config = config
+        self.settings = settings
+        self.options = options
         self.trail = trail
         self.on_batch = on_batch
         self.codec = citizen_event_codec()
@@ -97,32 +76,32 @@ class Projector:
         self._dlq: KafkaProducer | None = None
 
     def start(self) -> None:
-        c = self.config
+        s, topic = self.settings, self.settings.kafka_topic
         self._consumer = KafkaConsumer(
-            bootstrap_servers=c.bootstrap,
-            group_id=c.group,
+            bootstrap_servers=s.kafka_bootstrap,
+            group_id=s.projector_group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
-            max_poll_records=c.max_poll_records,
-            session_timeout_ms=c.session_timeout_ms,
-            heartbeat_interval_ms=max(500, c.session_timeout_ms // 3),
+            max_poll_records=self.options.max_poll_records,
+            session_timeout_ms=s.kafka_session_timeout_ms,
+            heartbeat_interval_ms=max(500, s.kafka_session_timeout_ms // 3),
             fetch_min_bytes=32 * 1024,  # fewer, larger inserts under load...
             fetch_max_wait_ms=150,  # ...at most 150 ms later when it is quiet
             metadata_max_age_ms=10_000,  # notice new partitions within seconds, not minutes
         )
         # A group that joins before its topic's partitions are known is assigned nothing and
         # only rejoins at the next metadata refresh: make the topic and see its partitions first.
-        ensure_topic(c.bootstrap, c.topic)
+        ensure_topic(s.kafka_bootstrap, topic)
         deadline = time.monotonic() + 30
-        while not (partitions := self._consumer.partitions_for_topic(c.topic)):
+        while not (partitions := self._consumer.partitions_for_topic(topic)):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no partitions known for topic {c.topic}")
+                raise TimeoutError(f"no partitions known for topic {topic}")
             time.sleep(0.1)
-        if c.group_mode:
-            self._consumer.subscribe([c.topic], listener=_ResumeFromReadModel(self))
+        if self.options.group_mode:
+            self._consumer.subscribe([topic], listener=_ResumeFromReadModel(self))
         else:
-            everything = [TopicPartition(c.topic, p) for p in sorted(partitions)]
+            everything = [TopicPartition(topic, p) for p in sorted(partitions)]
             self._consumer.assign(everything)
             self.resume(everything)
 
@@ -144,7 +123,7 @@ class Projector:
     def step(self) -> int:
         """One poll -> store -> commit cycle; returns the number of events stored."""
         assert self._consumer is not None, "start() first"
-        polled = self._consumer.poll(timeout_ms=self.config.poll_timeout_ms)
+        polled = self._consumer.poll(timeout_ms=self.options.poll_timeout_ms)
         if self._unchecked:  # after a new assignment, before anything is stored
             self._check_not_ahead(self._unchecked)
             self._unchecked = {}
@@ -168,7 +147,7 @@ class Projector:
         ahead = sorted(tp.partition for tp, offset in stored.items() if offset >= ends[tp])
         if ahead:
             raise ReadModelAheadError(
-                f"the read models hold offsets beyond the end of {self.config.topic} "
+                f"the read models hold offsets beyond the end of {self.settings.kafka_topic} "
                 f"(partitions {ahead}): the topic was recreated or is another one; "
                 "rebuild them with `python -m projections rebuild`"
             )
@@ -202,12 +181,12 @@ class Projector:
 
     def _dead_letter(self, record: Any, reason: str) -> None:
         if self._dlq is None:
-            self._dlq = KafkaProducer(bootstrap_servers=self.config.bootstrap)
+            self._dlq = KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap)
         headers = list(record.headers or []) + [
             ("dlq_reason", reason.encode()),
             ("dlq_source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
         ]
-        self._dlq.send(self.config.dlq_topic, key=record.key, value=record.value, headers=headers)
+        self._dlq.send(self.settings.dlq_topic, key=record.key, value=record.value, headers=headers)
         self.dead_letters += 1
         log.warning(
             "dead-lettered %s/%d/%d: %s", record.topic, record.partition, record.offset, reason

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 ROLES = ("station", "auditor", "viewer", "admin")
+VIETNAM = timezone(timedelta(hours=7))  # campaign times without an offset are Vietnam time
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Settings:
     clickhouse_url: str
     clickhouse_database: str
     projector_group: str
+    kafka_session_timeout_ms: int
     api_host: str
     api_port: int
     pseudonym_secret: bytes
@@ -57,6 +59,7 @@ class Settings:
             clickhouse_url=env.get("CLICKHOUSE_URL", f"chdb://{var_dir / 'chdb'}"),
             clickhouse_database=env.get("CLICKHOUSE_DATABASE", "eid"),
             projector_group=env.get("PROJECTOR_GROUP", "projector-read-models"),
+            kafka_session_timeout_ms=int(env.get("KAFKA_SESSION_TIMEOUT_MS", "6000")),
             api_host=env.get("API_HOST", "127.0.0.1"),
             api_port=int(env.get("API_PORT", "8060")),
             pseudonym_secret=_pseudonym_secret(env, var_dir),
@@ -68,7 +71,7 @@ class Settings:
 def _vietnam_time(text: str) -> datetime:
     """An ISO date or datetime; without an offset it is Vietnam time (UTC+7)."""
     moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone(timedelta(hours=7)))
+    return moment if moment.tzinfo else moment.replace(tzinfo=VIETNAM)
 
 
 def parse_auth_tokens(spec: str) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -26,15 +26,15 @@ HEADERS = {
 }
 
 
-def install(app: FastAPI) -> None:
-    """Add `GET /` (the page) and its script and style sheet; all public, none in the schema."""
-    for path, (name, media_type) in ASSETS.items():
-        app.add_api_route(path, _serve(name, media_type), methods=["GET"], include_in_schema=False)
-
-
 def _serve(name: str, media_type: str) -> Callable[[], FileResponse]:
     def serve() -> FileResponse:
         return FileResponse(STATIC / name, media_type=media_type, headers=HEADERS)
 
     serve.__name__ = f"dashboard_{name.replace('.', '_')}"
     return serve
+
+
+# `GET /` (the page) and its script and style sheet; all public, none in the schema.
+router = APIRouter(include_in_schema=False)
+for _path, (_name, _media_type) in ASSETS.items():
+    router.add_api_route(_path, _serve(_name, _media_type), methods=["GET"])

@@ -2,24 +2,41 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from services.api.auth import require
+from services.settings import VIETNAM as VN
+
+if TYPE_CHECKING:
+    from services.api.bootstrap import Backbone
 
 COMMANDS = Depends(require("station"))
 ADMIN = Depends(require("admin"))
 AUDIT = Depends(require("auditor"))
 READ = Depends(require("viewer", "auditor", "station"))
 
-VN = timezone(timedelta(hours=7))
+PersonalNumberPath = Annotated[str, Path(pattern=r"^[0-9]{12}$")]
+
+__all__ = [
+    "ADMIN",
+    "AUDIT",
+    "COMMANDS",
+    "READ",
+    "PersonalNumberPath",
+    "VN",
+    "aware",
+    "backbone_of",
+    "vn",
+]
 
 
-def backbone_of(request: Request) -> Any:
+def backbone_of(request: Request) -> Backbone:
     """The `Backbone` the app's lifespan built (registry, read models, feed)."""
-    return request.app.state.backbone
+    backbone: Backbone = request.app.state.backbone
+    return backbone
 
 
 def aware(value: datetime) -> datetime:

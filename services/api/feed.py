@@ -6,12 +6,13 @@ import asyncio
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 import orjson
 
-VN = timezone(timedelta(hours=7))
+from services.settings import VIETNAM as VN
+
 KEEPALIVE_SECONDS = 15.0
 
 

@@ -6,7 +6,7 @@ from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from vietnam_provinces import Province, Ward
 
 from projections.audit import AuditTrail
@@ -116,7 +116,8 @@ Commune = Annotated[str | None, Query(pattern=r"^[0-9]{5}$")]
 ProvinceCode = Annotated[str | None, Query(pattern=r"^[0-9]{2}$")]
 
 
-def _locality(commune_code: str | None, province_code: str | None) -> tuple[str, str]:
+def _locality(commune_code: Commune = None, province_code: ProvinceCode = None) -> tuple[str, str]:
+    """(level, code) from exactly one of the two query parameters."""
     if (commune_code is None) == (province_code is None):
         raise ApiError(
             422,
@@ -125,6 +126,9 @@ def _locality(commune_code: str | None, province_code: str | None) -> tuple[str,
             {"commune_code": "exactly one of commune_code, province_code"},
         )
     return ("commune", commune_code) if commune_code else ("province", province_code)  # type: ignore[return-value]
+
+
+Locality = Annotated[tuple[str, str], Depends(_locality)]
 
 
 def _window(since: datetime | None, until: datetime | None, days: int) -> tuple[datetime, datetime]:
@@ -137,68 +141,70 @@ def _window(since: datetime | None, until: datetime | None, days: int) -> tuple[
     return start, end
 
 
-def install(app: FastAPI) -> None:
-    """The progress-room reads: cumulative against targets, hourly, per device, freshness."""
+# The progress-room reads: cumulative against targets, hourly, per device, freshness.
+router = APIRouter()
 
-    @app.get("/v1/progress", dependencies=[READ])
-    def cumulative(
-        request: Request,
-        level: Literal["commune", "province"],
-        code: Annotated[str, Query(pattern=r"^[0-9]{2}$|^[0-9]{5}$")],
-    ) -> dict[str, Any]:
-        """Cumulative received and activated (distinct accounts) against targets, in percent."""
-        if len(code) != (5 if level == "commune" else 2):
-            raise ApiError(
-                422,
-                "invalid_request",
-                f"code does not fit level {level}",
-                {"code": f"a {level} code"},
-            )
-        backbone = backbone_of(request)
-        try:
-            return progress(backbone.registry, backbone.trail, level, code)
-        except (KeyError, ValueError):
-            raise ApiError(404, "unknown_locality", f"no current {level} has this code") from None
 
-    @app.get("/v1/progress/hourly", dependencies=[READ])
-    def hourly(
-        request: Request,
-        commune_code: Commune = None,
-        province_code: ProvinceCode = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        by: Literal["event_type", "channel", "phone", "device"] = "event_type",
-    ) -> dict[str, Any]:
-        """Counts by the hour events happened (device time), split by `by`."""
-        level, code = _locality(commune_code, province_code)
-        start, end = _window(since, until, days=2)
-        hours: dict[datetime, dict[str, int]] = {}
-        for hour, key, count in backbone_of(request).trail.hourly(level, code, start, end, by):
-            hours.setdefault(hour, {})[key] = count
-        return {
-            "level": level, "code": code, "by": by, "since": start.isoformat(),
-            "until": end.isoformat(),
-            "hours": [{"hour": vn(hour), "counts": counts, "total": sum(counts.values())}
-                      for hour, counts in sorted(hours.items())],
-        }  # fmt: skip
+@router.get("/v1/progress", dependencies=[READ])
+def cumulative(
+    request: Request,
+    level: Literal["commune", "province"],
+    code: Annotated[str, Query(pattern=r"^[0-9]{2}$|^[0-9]{5}$")],
+) -> dict[str, Any]:
+    """Cumulative received and activated (distinct accounts) against targets, in percent."""
+    if len(code) != (5 if level == "commune" else 2):
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"code does not fit level {level}",
+            {"code": f"a {level} code"},
+        )
+    backbone = backbone_of(request)
+    try:
+        return progress(backbone.registry, backbone.trail, level, code)
+    except (KeyError, ValueError):
+        raise ApiError(404, "unknown_locality", f"no current {level} has this code") from None
 
-    @app.get("/v1/progress/devices", dependencies=[READ])
-    def devices(
-        request: Request,
-        commune_code: Commune = None,
-        province_code: ProvinceCode = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> dict[str, Any]:
-        """Per-device daily throughput and idle hours (registrations received)."""
-        level, code = _locality(commune_code, province_code)
-        start, end = _window(since, until, days=7)
-        rows = backbone_of(request).trail.device_hours(level, code, start, end)
-        return {"level": level, "code": code, "days": device_days(rows)}
 
-    @app.get("/v1/progress/freshness", dependencies=[READ])
-    def freshness(
-        request: Request, minutes: Annotated[int, Query(ge=1, le=1440)] = 60
-    ) -> dict[str, Any]:
-        """How long recorded events took to become visible in the counts, over recent minutes."""
-        return {"minutes": minutes, **backbone_of(request).trail.freshness(minutes)}
+@router.get("/v1/progress/hourly", dependencies=[READ])
+def hourly(
+    request: Request,
+    place: Locality,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    by: Literal["event_type", "channel", "phone", "device"] = "event_type",
+) -> dict[str, Any]:
+    """Counts by the hour events happened (device time), split by `by`."""
+    level, code = place
+    start, end = _window(since, until, days=2)
+    hours: dict[datetime, dict[str, int]] = {}
+    for hour, key, count in backbone_of(request).trail.hourly(level, code, start, end, by):
+        hours.setdefault(hour, {})[key] = count
+    return {
+        "level": level, "code": code, "by": by, "since": start.isoformat(),
+        "until": end.isoformat(),
+        "hours": [{"hour": vn(hour), "counts": counts, "total": sum(counts.values())}
+                  for hour, counts in sorted(hours.items())],
+    }  # fmt: skip
+
+
+@router.get("/v1/progress/devices", dependencies=[READ])
+def devices(
+    request: Request,
+    place: Locality,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    """Per-device daily throughput and idle hours (registrations received)."""
+    level, code = place
+    start, end = _window(since, until, days=7)
+    rows = backbone_of(request).trail.device_hours(level, code, start, end)
+    return {"level": level, "code": code, "days": device_days(rows)}
+
+
+@router.get("/v1/progress/freshness", dependencies=[READ])
+def freshness(
+    request: Request, minutes: Annotated[int, Query(ge=1, le=1440)] = 60
+) -> dict[str, Any]:
+    """How long recorded events took to become visible in the counts, over recent minutes."""
+    return {"minutes": minutes, **backbone_of(request).trail.freshness(minutes)}

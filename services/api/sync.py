@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -10,7 +11,7 @@ from pydantic import BaseModel, Field, ValidationError
 from services.api import intake
 from services.api.errors import DOMAIN_ERRORS, from_domain
 from services.api.models import ActivationIn, Body, DecisionIn, Id, RegistrationIn, StatusChangeIn
-from services.registry.application import Outcome, Registry
+from services.registry.application import Outcome
 from services.registry.commands import Command
 from services.settings import Settings
 
@@ -66,16 +67,26 @@ def _command(item: dict[str, Any], device_id: str, settings: Settings) -> Comman
         return _refused(err.code, err.message, err.fields)
 
 
-def apply_backlog(registry: Registry, settings: Settings, sync: SyncIn) -> list[dict[str, Any]]:
-    """Apply every item in order, in one transaction; each is created, duplicate or refused."""
-    prepared = [_command(item, sync.device_id, settings) for item in sync.commands]
-    commands = [c for c in prepared if not isinstance(c, dict)]
-    applied = iter(registry.submit_many(commands))  # type: ignore[arg-type]
+def prepare(sync: SyncIn, settings: Settings) -> list[Command | dict[str, Any]]:
+    """Each item's command, or the refusal to report for it (nothing is applied here)."""
+    return [_command(item, sync.device_id, settings) for item in sync.commands]
+
+
+def commands_of(prepared: list[Command | dict[str, Any]]) -> list[Command]:
+    return [c for c in prepared if not isinstance(c, dict)]
+
+
+def report(
+    sync: SyncIn, prepared: list[Command | dict[str, Any]], applied: list[Outcome | Exception]
+) -> dict[str, Any]:
+    """One result per item, in order (created, duplicate or refused), and a summary."""
+    outcomes = iter(applied)
     results = []
     for index, (item, command) in enumerate(zip(sync.commands, prepared, strict=True)):
-        outcome = command if isinstance(command, dict) else _result(next(applied))
+        outcome = command if isinstance(command, dict) else _result(next(outcomes))
         results.append({"index": index, "command_id": item.get("command_id"), **outcome})
-    return results
+    summary = Counter(item["status"] for item in results)
+    return {"device_id": sync.device_id, "summary": dict(summary), "results": results}
 
 
 def _result(done: Outcome | Exception) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -11,7 +11,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
-from services.registry.commands import AccountNotFoundError, Command
+from services.registry.commands import AccountCommand, AccountNotFoundError, Command, SetTarget
 from services.registry.domain import (
     AccessRecord,
     Account,
@@ -52,6 +52,14 @@ REFUSALS: tuple[type[Exception], ...] = (RuleViolationError, AccountNotFoundErro
 REFUSALS_OR_CONFLICT: tuple[type[Exception], ...] = (*REFUSALS, ConcurrencyError)
 
 
+@dataclass
+class _Pending:
+    """Aggregates changed and receipts made by commands not yet saved."""
+
+    aggregates: dict[UUID, Any] = field(default_factory=dict)
+    receipts: dict[UUID, CommandReceipt] = field(default_factory=dict)
+
+
 class Registry(Application[UUID]):
     """Write side of the backbone. Events of `Account` are the public stream."""
 
@@ -67,73 +75,73 @@ class Registry(Application[UUID]):
     def account(self, citizen_id: str) -> Account | None:
         return self._get(self.account_id(citizen_id))  # type: ignore[no-any-return]
 
-    def submit(self, command: Command) -> Outcome:
-        """Apply `command` unless already applied; a resend gets the first outcome back."""
-        receipt_id = command_uuid(command.command_id)
-        digest = command.digest()
+    def aggregate_id(self, command: Command) -> UUID:
+        """The id of the aggregate `command` changes: the registry holds the pseudonym key."""
+        if isinstance(command, AccountCommand):
+            return self.account_id(command.citizen_id)
+        if isinstance(command, SetTarget):
+            return CommuneTarget.id_for(command.commune_code, command.metric)
+        raise TypeError(f"no aggregate for {type(command).__name__}")
+
+    def handle(self, command: Command) -> Outcome:
+        """Persist `command` unless already persisted; a resend gets the first outcome back."""
         for _ in range(MAX_ATTEMPTS):
-            earlier = self._receipt(receipt_id)
-            if earlier is not None:
-                if earlier.digest != digest:
-                    raise CommandReuseError("command_id was already used for another command")
-                return Outcome(earlier.result, duplicate=True)
-            agg_id = command.aggregate_id(self._secret)
-            aggregate = command.apply(self._get(agg_id), agg_id)
-            outcome = Outcome(command.result(aggregate))
-            receipt = CommandReceipt.record(receipt_id, digest, outcome.body)
+            pending = _Pending()
+            outcome = self._apply(command, pending)
+            if outcome.duplicate:
+                return outcome
             try:
-                self.save(aggregate, receipt)
+                self.save(*pending.aggregates.values(), *pending.receipts.values())
             except IntegrityError:
                 log.info("conflict on command %s, retrying", command.command_id)
                 continue
             return outcome
         raise ConcurrencyError("the account changed concurrently too many times")
 
-    def submit_many(self, commands: list[Command]) -> list[Outcome | Exception]:
-        """Apply commands in order in one transaction (group commit); one result each.
+    def handle_batch(self, commands: list[Command]) -> list[Outcome | Exception]:
+        """Persist commands in order in one transaction (group commit); one result each.
 
         A refused command gets its exception in its place and changes nothing. Commands on
         the same aggregate see each other's effects, as they would one by one. If another
         writer got in between, the batch is redone one command at a time.
         """
-        working: dict[UUID, Any] = {}
-        receipts: dict[UUID, CommandReceipt] = {}
+        pending = _Pending()
         results: list[Outcome | Exception] = []
         for command in commands:
             try:
-                results.append(self._apply_in_batch(command, working, receipts))
+                results.append(self._apply(command, pending))
             except REFUSALS as exc:
                 results.append(exc)
-        if not receipts:
+        if not pending.receipts:
             return results
         try:
-            self.save(*working.values(), *receipts.values())
+            self.save(*pending.aggregates.values(), *pending.receipts.values())
         except IntegrityError:
-            log.info("batch of %d conflicted, applying one by one", len(commands))
-            return [self._submit_or_error(command) for command in commands]
+            log.info("batch of %d conflicted, handling one by one", len(commands))
+            return [self._handle_or_error(command) for command in commands]
         return results
 
-    def _apply_in_batch(
-        self, command: Command, working: dict[UUID, Any], receipts: dict[UUID, CommandReceipt]
-    ) -> Outcome:
+    def _apply(self, command: Command, pending: _Pending) -> Outcome:
+        """Apply `command` to its aggregate (as changed by `pending`), adding its receipt; the
+        first outcome again if the command was already persisted or is pending."""
         receipt_id = command_uuid(command.command_id)
         digest = command.digest()
-        earlier = receipts.get(receipt_id) or self._receipt(receipt_id)
+        earlier = pending.receipts.get(receipt_id) or self._receipt(receipt_id)
         if earlier is not None:
             if earlier.digest != digest:
                 raise CommandReuseError("command_id was already used for another command")
             return Outcome(earlier.result, duplicate=True)
-        agg_id = command.aggregate_id(self._secret)
-        current = working[agg_id] if agg_id in working else self._get(agg_id)
+        agg_id = self.aggregate_id(command)
+        current = pending.aggregates[agg_id] if agg_id in pending.aggregates else self._get(agg_id)
         aggregate = command.apply(current, agg_id)
-        working[agg_id] = aggregate
         outcome = Outcome(command.result(aggregate))
-        receipts[receipt_id] = CommandReceipt.record(receipt_id, digest, outcome.body)
+        pending.aggregates[agg_id] = aggregate
+        pending.receipts[receipt_id] = CommandReceipt.record(receipt_id, digest, outcome.body)
         return outcome
 
-    def _submit_or_error(self, command: Command) -> Outcome | Exception:
+    def _handle_or_error(self, command: Command) -> Outcome | Exception:
         try:
-            return self.submit(command)
+            return self.handle(command)
         except REFUSALS_OR_CONFLICT as exc:
             return exc
 

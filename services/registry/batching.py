@@ -2,7 +2,8 @@
 
 SQLite (and any event store) takes one writer at a time; saving many aggregates in one
 transaction costs little more than saving one, so a single writer thread drains whatever is
-waiting and applies it with `Registry.submit_many`.
+waiting and persists it with `Registry.handle_batch`. A device's offline backlog is queued as
+one unit: its commands stay together and in order inside the writer's transaction.
 """
 
 from __future__ import annotations
@@ -10,15 +11,33 @@ from __future__ import annotations
 import queue
 import threading
 from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
 
 from services.registry.application import Outcome, Registry
 from services.registry.commands import Command
+
+
+@dataclass(frozen=True)
+class _Request:
+    commands: list[Command]
+    future: Future[Any]
+    backlog: bool  # the future gets one result per command, refusals included
+
+    def settle(self, results: list[Outcome | Exception]) -> None:
+        if self.backlog:
+            self.future.set_result(results)
+        elif isinstance(results[0], Exception):
+            self.future.set_exception(results[0])
+        else:
+            self.future.set_result(results[0])
+
 
 _STOP = object()
 
 
 class CommandBatcher:
-    """Callers block in `submit` until the batch holding their command is saved."""
+    """The single writer: callers queue commands and get futures of their outcomes."""
 
     def __init__(self, registry: Registry, max_batch: int = 256) -> None:
         self.registry = registry
@@ -30,19 +49,27 @@ class CommandBatcher:
     def enqueue(self, command: Command) -> Future[Outcome]:
         """Queue `command`; the future holds its outcome, or the exception that refused it."""
         future: Future[Outcome] = Future()
-        self._queue.put((command, future))
+        self._queue.put(_Request([command], future, backlog=False))
+        return future
+
+    def enqueue_backlog(self, commands: list[Command]) -> Future[list[Outcome | Exception]]:
+        """Queue a backlog; the future holds one result per command, in order."""
+        future: Future[list[Outcome | Exception]] = Future()
+        if not commands:
+            future.set_result([])
+        else:
+            self._queue.put(_Request(list(commands), future, backlog=True))
         return future
 
     def submit(self, command: Command, timeout: float = 60.0) -> Outcome:
+        """Accept `command` and wait for its outcome (blocking)."""
         return self.enqueue(command).result(timeout)
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            batch = [first]
-            while len(batch) < self.max_batch:
+        while (first := self._queue.get()) is not _STOP:
+            batch: list[_Request] = [first]  # type: ignore[list-item]
+            size = len(batch[0].commands)
+            while size < self.max_batch:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
@@ -50,21 +77,23 @@ class CommandBatcher:
                 if item is _STOP:
                     self._queue.put(_STOP)
                     break
-                batch.append(item)
-            self._apply(batch)  # type: ignore[arg-type]
+                batch.append(item)  # type: ignore[arg-type]
+                size += len(item.commands)  # type: ignore[attr-defined]
+            self._persist(batch)
 
-    def _apply(self, batch: list[tuple[Command, Future[Outcome]]]) -> None:
+    def _persist(self, batch: list[_Request]) -> None:
+        commands = [command for request in batch for command in request.commands]
         try:
-            results = self.registry.submit_many([command for command, _ in batch])
+            results = self.registry.handle_batch(commands)
         except Exception as exc:  # a fault (e.g. the store is unreachable): fail the batch
-            for _, future in batch:
-                future.set_exception(exc)
+            for request in batch:
+                request.future.set_exception(exc)
             return
-        for (_, future), result in zip(batch, results, strict=True):
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        start = 0
+        for request in batch:
+            end = start + len(request.commands)
+            request.settle(results[start:end])
+            start = end
 
     def close(self) -> None:
         self._queue.put(_STOP)

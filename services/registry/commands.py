@@ -11,7 +11,7 @@ from uuid import UUID
 import orjson
 
 from services.registry.domain import Account, CommuneTarget
-from services.registry.identity import account_id, event_id
+from services.registry.identity import event_id
 
 
 class AccountNotFoundError(LookupError):
@@ -32,11 +32,9 @@ class Command:
         body["kind"] = self.kind
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
-    def aggregate_id(self, secret: bytes) -> UUID:
-        raise NotImplementedError
-
     def apply(self, aggregate: Any, aggregate_id: UUID) -> Any:
-        """The aggregate with the command's new event pending (a domain error if refused)."""
+        """The aggregate (None if it does not exist yet) with the command's new event pending;
+        a domain error if the aggregate's history refuses it."""
         raise NotImplementedError
 
     def result(self, aggregate: Any) -> dict[str, Any]:
@@ -53,16 +51,14 @@ class AccountCommand(Command):
 
     citizen_id: str
 
-    def aggregate_id(self, secret: bytes) -> UUID:
-        return account_id(self.citizen_id, secret)
-
     def apply(self, aggregate: Account | None, aggregate_id: UUID) -> Account:
         if aggregate is None:
             raise AccountNotFoundError("no registration is recorded for this citizen")
-        self.apply_to(aggregate)
+        self.record_on(aggregate)
         return aggregate
 
-    def apply_to(self, account: Account) -> None:
+    def record_on(self, account: Account) -> None:
+        """Record the command's event on an existing account."""
         raise NotImplementedError
 
     def result(self, aggregate: Account) -> dict[str, Any]:
@@ -113,7 +109,7 @@ class DecideRegistration(AccountCommand):
     reason: str
     decided_at: str
 
-    def apply_to(self, account: Account) -> None:
+    def record_on(self, account: Account) -> None:
         account.decide(self.decision, self.reason, self.decided_at)
 
 
@@ -123,7 +119,7 @@ class ActivateAccount(AccountCommand):
     method: str
     activated_at: str
 
-    def apply_to(self, account: Account) -> None:
+    def record_on(self, account: Account) -> None:
         account.activate(self.method, self.activated_at)
 
 
@@ -135,7 +131,7 @@ class ChangeStatus(AccountCommand):
     source: str
     effective_at: str
 
-    def apply_to(self, account: Account) -> None:
+    def record_on(self, account: Account) -> None:
         account.change_status(self.status, self.reason, self.source, self.effective_at)
 
 
@@ -149,9 +145,6 @@ class SetTarget(Command):
     metric: str
     target: int
     deadline: str
-
-    def aggregate_id(self, secret: bytes) -> UUID:
-        return CommuneTarget.id_for(self.commune_code, self.metric)
 
     def apply(self, aggregate: CommuneTarget | None, aggregate_id: UUID) -> CommuneTarget:
         if aggregate is None:

@@ -7,6 +7,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from schemas import event_types as types
 from schemas.chain import GENESIS, content_of, link_hash
 
 # Account states (the registration and account lifecycle).
@@ -127,7 +128,7 @@ class Account(Aggregate):
         """A new account, under the id derived from the citizen's personal number."""
         payload = _registration_payload(registration, attempt=1)
         link = _link(
-            GENESIS, account_id, 1, "registration_received", occurred_at, registration, payload
+            GENESIS, account_id, 1, types.REGISTRATION_RECEIVED, occurred_at, registration, payload
         )
         return cls._create(
             cls.RegistrationReceived,  # type: ignore[attr-defined]
@@ -165,7 +166,7 @@ class Account(Aggregate):
         }
         attempt = self.attempts + 1
         payload = _registration_payload(registration, attempt)
-        link = self._next_link("registration_received", occurred_at, registration, payload)
+        link = self._next_link(types.REGISTRATION_RECEIVED, occurred_at, registration, payload)
         self._registration_retaken(subject, registration, occurred_at, attempt, link)
 
     @event("RegistrationRetaken")
@@ -186,7 +187,7 @@ class Account(Aggregate):
         action = "approve" if decision == "approved" else "reject"
         next_account_state(action, self.state, self.citizen_status)
         payload = {"decision": decision, "reason": reason}
-        link = self._next_link("registration_decided", occurred_at, self.subject(), payload)
+        link = self._next_link(types.REGISTRATION_DECIDED, occurred_at, self.subject(), payload)
         self._registration_decided(self.subject(), decision, reason, occurred_at, link)
 
     @event("RegistrationDecided")
@@ -203,7 +204,9 @@ class Account(Aggregate):
 
     def activate(self, method: str, occurred_at: str) -> None:
         next_account_state("activate", self.state, self.citizen_status)
-        link = self._next_link("account_activated", occurred_at, self.subject(), {"method": method})
+        link = self._next_link(
+            types.ACCOUNT_ACTIVATED, occurred_at, self.subject(), {"method": method}
+        )
         self._account_activated(self.subject(), method, occurred_at, link)
 
     @event("AccountActivated")
@@ -230,7 +233,7 @@ class Account(Aggregate):
             "account_state": new_state,
             "citizen_status": new_citizen_status,
         }
-        link = self._next_link("status_changed", occurred_at, self.subject(), payload)
+        link = self._next_link(types.STATUS_CHANGED, occurred_at, self.subject(), payload)
         self._status_changed(
             self.subject(),
             status,

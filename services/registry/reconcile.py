@@ -56,7 +56,7 @@ def _apply(registry: Registry, row: dict[str, str]) -> tuple[str, str | None]:
     if account.citizen_status == DECEASED:
         return "already_recorded", None
     try:
-        outcome = registry.submit(command)
+        outcome = registry.handle(command)
     except RuleViolationError as exc:
         return "invalid", exc.message
     return ("already_recorded" if outcome.duplicate else "matched"), None

@@ -7,8 +7,9 @@ import logging
 import signal
 import threading
 
+from services.kafka import wait_for_broker
 from services.registry.application import Registry
-from services.relay.relay import Relay, RelayOptions, StoreBehindTopicError, wait_for_broker
+from services.relay.relay import Relay, RelayOptions, StoreBehindTopicError
 from services.settings import Settings
 
 
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    wait_for_broker(settings)
+    wait_for_broker(settings.kafka_bootstrap)
     relay = Relay(
         settings, Registry(settings), RelayOptions(args.batch_size, 0.02, args.partitions)
     )

@@ -7,27 +7,28 @@ from typing import Any
 
 from eventsourcing.utils import get_topic
 
+from schemas import event_types as types
 from services.registry.domain import AccessRecord, Account
 from services.registry.identity import event_id
 
 NAMESPACE = "vn.project06.eid."
 
-# Domain event class -> (public event type, Avro payload record name).
-_PUBLIC: dict[type, tuple[str, str]] = {
-    Account.RegistrationReceived: ("registration_received", "RegistrationReceived"),  # type: ignore[attr-defined]
-    Account.RegistrationRetaken: ("registration_received", "RegistrationReceived"),  # type: ignore[attr-defined]
-    Account.RegistrationDecided: ("registration_decided", "RegistrationDecided"),  # type: ignore[attr-defined]
-    Account.AccountActivated: ("account_activated", "AccountActivated"),  # type: ignore[attr-defined]
-    Account.StatusChanged: ("status_changed", "StatusChanged"),  # type: ignore[attr-defined]
-    AccessRecord.HistoryRead: ("history_read", "HistoryRead"),  # type: ignore[attr-defined]
+# Domain event class -> public event type (a retake is a registration received again).
+_PUBLIC: dict[type, str] = {
+    Account.RegistrationReceived: types.REGISTRATION_RECEIVED,  # type: ignore[attr-defined]
+    Account.RegistrationRetaken: types.REGISTRATION_RECEIVED,  # type: ignore[attr-defined]
+    Account.RegistrationDecided: types.REGISTRATION_DECIDED,  # type: ignore[attr-defined]
+    Account.AccountActivated: types.ACCOUNT_ACTIVATED,  # type: ignore[attr-defined]
+    Account.StatusChanged: types.STATUS_CHANGED,  # type: ignore[attr-defined]
+    AccessRecord.HistoryRead: types.HISTORY_READ,  # type: ignore[attr-defined]
 }
 
 # The event-store topics the relay publishes; everything else (command receipts) stays inside.
 PUBLIC_TOPICS: tuple[str, ...] = tuple(get_topic(cls) for cls in _PUBLIC)
 
 
-def _payload(event: Any, record_name: str) -> dict[str, Any]:
-    if record_name == "RegistrationReceived":
+def _payload(event: Any, event_type: str) -> dict[str, Any]:
+    if event_type == types.REGISTRATION_RECEIVED:
         reg = event.registration
         return {
             "full_name": reg["full_name"],
@@ -40,11 +41,11 @@ def _payload(event: Any, record_name: str) -> dict[str, Any]:
             "phone": reg["phone"],
             "attempt": getattr(event, "attempt", 1),
         }
-    if record_name == "RegistrationDecided":
+    if event_type == types.REGISTRATION_DECIDED:
         return {"decision": event.decision, "reason": event.reason}
-    if record_name == "AccountActivated":
+    if event_type == types.ACCOUNT_ACTIVATED:
         return {"method": event.method}
-    if record_name == "HistoryRead":
+    if event_type == types.HISTORY_READ:
         return {
             "actor": event.actor,
             "role": event.role,
@@ -74,7 +75,8 @@ def _subject(event: Any) -> dict[str, str]:
 
 def to_record(event: Any, position: int) -> dict[str, Any]:
     """The public record of one domain event at `position` in the store's total order."""
-    event_type, record_name = _PUBLIC[type(event)]
+    event_type = _PUBLIC[type(event)]
+    record_name = types.PAYLOAD_RECORDS[event_type]
     subject = _subject(event)
     record = {
         "event_id": str(event_id(event.originator_id, event.originator_version)),
@@ -84,9 +86,9 @@ def to_record(event: Any, position: int) -> dict[str, Any]:
         "province_code": subject["province_code"],
         "commune_code": subject["commune_code"],
         "position": position,
-        "payload": (NAMESPACE + record_name, _payload(event, record_name)),
+        "payload": (NAMESPACE + record_name, _payload(event, event_type)),
     }
-    if record_name == "HistoryRead":
+    if event_type == types.HISTORY_READ:
         # A read is about an account but not part of its history: no sequence, no chain link,
         # and the personal number is not repeated.
         record.update(

@@ -16,11 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from schemas.codec import SerializationError, citizen_event_codec
-from schemas.topic import ensure_topic, run_restarting
+from services.kafka import ensure_topic, run_restarting
 from services.registry.application import Registry
 from services.relay.mapping import PUBLIC_TOPICS, to_record
 from services.settings import Settings
@@ -173,18 +172,3 @@ class Relay:
             with contextlib.suppress(KafkaError, OSError):  # a broken producer still closes
                 self._producer.close(timeout=10)
             self._producer = None
-
-
-def wait_for_broker(settings: Settings, timeout: float = 60.0) -> None:
-    """Block until the broker answers metadata requests, or raise TimeoutError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-        except Exception as exc:  # broker not up yet
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Kafka at {settings.kafka_bootstrap} did not answer") from exc
-            time.sleep(0.5)
-        else:
-            admin.close()
-            return

@@ -1,9 +1,10 @@
-"""Kafka plumbing both sides share: the contract's topic, a loop that survives the broker."""
+"""Kafka adapter shared by the relay and the projector: topic set-up, broker wait, restart loop."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -55,3 +56,18 @@ def run_restarting(
             backoff = min(backoff * 2, 10.0)
         finally:
             close()
+
+
+def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> None:
+    """Block until the broker answers metadata requests, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        except Exception as exc:  # broker not up yet
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Kafka at {bootstrap} did not answer") from exc
+            time.sleep(0.5)
+        else:
+            admin.close()
+            return

@@ -1,0 +1,86 @@
+"""Wiring: builds the backbone (registry, writer, read models, embedded projector) once."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+
+from projections.audit import AuditTrail, audit_trail
+from projections.runner import Projector, ProjectorOptions
+from services.api.feed import Feed
+from services.registry.application import Outcome, Registry
+from services.registry.batching import CommandBatcher
+from services.registry.commands import Command
+from services.settings import Settings
+
+
+@dataclass
+class Backbone:
+    """What the API talks to: the registry (write side) and the read models."""
+
+    settings: Settings
+    registry: Registry
+    trail: AuditTrail
+    batcher: CommandBatcher
+    feed: Feed = field(default_factory=Feed)
+    projector: Projector | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    async def submit(self, command: Command) -> Outcome:
+        """Accept a command and wait for the group-commit writer's outcome (no thread held)."""
+        return await asyncio.wrap_future(self.batcher.enqueue(command))
+
+    async def submit_backlog(self, commands: list[Command]) -> list[Outcome | Exception]:
+        """Accept a device backlog: applied in order, in one transaction, by the same writer."""
+        return await asyncio.wrap_future(self.batcher.enqueue_backlog(commands))
+
+    def start(self) -> None:
+        if self.thread is not None:
+            self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread is not None and self.thread.is_alive():
+            self.thread.join(timeout=15)
+        self.batcher.close()
+        self.registry.close()
+
+
+def build(settings: Settings, embedded_projector: bool = True) -> Backbone:
+    """Wire the registry, the ClickHouse read models and (embedded) the projector."""
+    registry = Registry(settings)
+    trail = audit_trail(settings.clickhouse_url, settings.clickhouse_database)
+    backbone = Backbone(settings, registry, trail, CommandBatcher(registry))
+    if embedded_projector:
+        # The only projector of this engine: no group to share its partitions with.
+        options = ProjectorOptions(group_mode=False)
+        projector = Projector(settings, trail, options, on_batch=backbone.feed.publish)
+        backbone.projector = projector
+        backbone.thread = threading.Thread(
+            target=projector.run, args=(backbone.stop,), name="projector", daemon=True
+        )
+    return backbone
+
+
+def lifespan(
+    settings: Settings, embedded_projector: bool
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Build the backbone when the server starts, close it when it stops."""
+
+    @asynccontextmanager
+    async def span(app: FastAPI) -> AsyncIterator[None]:
+        backbone = build(settings, embedded_projector)
+        app.state.backbone = backbone
+        backbone.start()
+        try:
+            yield
+        finally:
+            backbone.close()
+
+    return span
