@@ -5,7 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export VAR_DIR ?= $(CURDIR)/var
 
-.PHONY: run test unit bench lint venv broker-start broker-stop clean
+.PHONY: help run test unit bench lint venv broker-start broker-stop clean
+.DEFAULT_GOAL := help
+
+help:  ## this list of targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 22
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed  ## the virtualenv .venv from pyproject.toml
 
 run: venv  ## broker + relay + API (with the embedded projector) until Ctrl-C
 	infra/run.sh
@@ -23,23 +27,23 @@ test: venv  ## the whole suite, against a real broker (started if none answers)
 	infra/chromium.sh
 	$(PY) -m pytest -q
 
-unit: venv
+unit: venv  ## unit tests only (no broker)
 	$(PY) -m pytest -q tests/unit
 
 bench: venv  ## N registrations through the HTTP API; prints a table, writes var/bench.json
 	$(PY) -m tests.bench $(BENCH_ARGS)
 
-lint: venv
+lint: venv  ## ruff format --check, ruff check, mypy --strict
 	$(VENV)/bin/ruff format --check services schemas projections tests
 	$(VENV)/bin/ruff check services schemas projections tests
 	$(VENV)/bin/mypy services schemas projections
 
-broker-start:
+broker-start:  ## start the local Kafka broker (var/kafka)
 	infra/kafka/broker.sh start
 
-broker-stop:
+broker-stop:  ## stop it, by PID
 	infra/kafka/broker.sh stop
 
-clean:
+clean:  ## stop the broker and delete var/
 	infra/kafka/broker.sh stop || true
 	rm -rf var

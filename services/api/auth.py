@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import Request
 
@@ -17,7 +17,8 @@ def require(*roles: str) -> Callable[[Request], Awaitable[str]]:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             token = request.query_params.get("token", "")  # EventSource cannot send headers
-        role = request.app.state.settings.auth_tokens.get(token) if token else None
+        tokens: Mapping[str, str] = request.app.state.settings.auth_tokens
+        role = tokens.get(token) if token else None
         if role is None:
             raise ApiError(401, "unauthenticated", "a valid bearer token is required")
         if role not in allowed:

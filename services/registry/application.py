@@ -180,4 +180,4 @@ class Registry(Application[UUID]):
             version = stored.originator_version
         if version is None:
             return None
-        return self.repository.get(acc_id, version=version)  # type: ignore[no-any-return]
+        return self.repository.get(acc_id, version=version)

@@ -81,7 +81,7 @@ def to_record(event: Any, position: int) -> dict[str, Any]:
     record = {
         "event_id": str(event_id(event.originator_id, event.originator_version)),
         "event_type": event_type,
-        "occurred_at": datetime.fromisoformat(event.occurred_at),  # type: ignore[attr-defined]
+        "occurred_at": datetime.fromisoformat(event.occurred_at),
         "recorded_at": event.timestamp,
         "province_code": subject["province_code"],
         "commune_code": subject["commune_code"],
@@ -94,7 +94,7 @@ def to_record(event: Any, position: int) -> dict[str, Any]:
         record.update(
             account_id=event.account_id,
             sequence=0,
-            citizen_id="",  # type: ignore[attr-defined]
+            citizen_id="",
             previous_hash="",
             hash="",
         )
@@ -103,7 +103,7 @@ def to_record(event: Any, position: int) -> dict[str, Any]:
             account_id=str(event.originator_id),
             sequence=event.originator_version,
             citizen_id=subject["citizen_id"],
-            previous_hash=event.link["previous_hash"],  # type: ignore[attr-defined]
+            previous_hash=event.link["previous_hash"],
             hash=event.link["hash"],
-        )  # type: ignore[attr-defined]
+        )
     return record
