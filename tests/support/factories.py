@@ -13,10 +13,13 @@ VN = timezone(timedelta(hours=7))
 COMMUNES = {"22420": "56", "22453": "56", "22528": "56"}  # Phường Cam Ranh, Xã Cam Lâm, Ninh Hòa
 
 
-def personal_number(year: int = 1990, female: bool = False, serial: int | None = None) -> str:
+def personal_number(
+    year: int = 1990, female: bool = False, serial: int | None = None, province: str = "056"
+) -> str:
+    """A valid 12-digit number: birth province, century-and-sex digit, year, serial (mod 10⁶)."""
     century_digit = 2 * ((year - 1900) // 100) + (1 if female else 0)
-    serial = random.randrange(10**6) if serial is None else serial
-    return f"056{century_digit}{year % 100:02d}{serial:06d}"
+    serial = random.randrange(10**6) if serial is None else serial % 10**6
+    return f"{province}{century_digit}{year % 100:02d}{serial:06d}"
 
 
 def registration_body(**overrides: Any) -> dict[str, Any]:

@@ -1,0 +1,35 @@
+"""The environment of a fresh deployment: its own var/, topic, group, database and tokens."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+TOKENS = {"station": "st-token", "auditor": "au-token", "viewer": "vi-token", "admin": "ad-token"}
+
+
+def unique(prefix: str) -> str:
+    """`prefix` with a random suffix: a topic, group or database name no other test uses."""
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def auth_tokens(tokens: dict[str, str]) -> str:
+    """The `AUTH_TOKENS` setting for role -> bearer token."""
+    return ",".join(f"{role}={token}" for role, token in tokens.items())
+
+
+def deployment_env(
+    var_dir: Path, bootstrap: str, tokens: dict[str, str] = TOKENS, **overrides: str
+) -> dict[str, str]:
+    """Settings of a deployment nothing else shares (fresh names), `overrides` on top."""
+    return {
+        "VAR_DIR": str(var_dir),
+        "KAFKA_BOOTSTRAP": bootstrap,
+        "KAFKA_TOPIC": unique("citizen-events"),
+        "PROJECTOR_GROUP": unique("projector"),
+        "CLICKHOUSE_DATABASE": unique("eid"),
+        "AUTH_TOKENS": auth_tokens(tokens),
+        "PSEUDONYM_SECRET": "test-secret",
+        "CAMPAIGN_START": "2023-01-01T00:00:00+07:00",
+        **overrides,
+    }
