@@ -11,8 +11,10 @@ import threading
 import orjson
 
 from projections.audit import audit_trail
+from projections.dead_letters import read_dead_letters, redrive
 from projections.rebuild import rebuild
 from projections.runner import Projector, ProjectorOptions
+from services.health import FatalError
 from services.settings import Settings
 
 
@@ -27,11 +29,26 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--max-poll-records", type=int, default=5000, help="events per batch")
     run.add_argument("--progress", action="store_true", help="print one JSON line per batch")
     sub.add_parser("stats", help="print event counts of the read models as JSON")
-    sub.add_parser(
+    rebuild_cmd = sub.add_parser(
         "rebuild",
         help="rebuild the read models from offset zero (stop the projector/API first)",
         description="Replays the topic from offset zero into a scratch database with a "
-        "progress bar, then swaps it in and prints the totals before and after as JSON.",
+        "progress bar, then swaps it in and prints the totals before and after as JSON. "
+        "Refuses a topic whose first offsets were deleted, unless --accept-loss.",
+    )
+    rebuild_cmd.add_argument(
+        "--accept-loss",
+        action="store_true",
+        help="rebuild even though events were deleted from the topic; the read models are "
+        "then marked incomplete (shown in /readyz)",
+    )
+    dlq = sub.add_parser("dlq", help="the dead-letter topic: list or redrive its messages")
+    dlq.add_argument(
+        "action",
+        choices=["list", "redrive"],
+        help="list: one JSON line per dead letter (source, reason, size; no content). "
+        "redrive: store those that decode now (after an upgrade), skipping events already "
+        "stored; stop the projector/API first with the embedded engine",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -40,10 +57,26 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("kafka").setLevel(logging.WARNING)
 
     settings = Settings.from_env()
+    try:
+        _dispatch(args, settings)
+    except FatalError as exc:
+        logging.getLogger(__name__).error("%s", exc)
+        raise SystemExit(2) from None
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
     if args.command == "rebuild":
-        print(orjson.dumps(rebuild(settings)).decode())
+        print(orjson.dumps(rebuild(settings, accept_loss=args.accept_loss)).decode())
+        return
+    if args.command == "dlq" and args.action == "list":
+        for letter in read_dead_letters(settings):
+            letter.pop("value")
+            print(orjson.dumps(letter).decode(), flush=True)
         return
     trail = audit_trail(settings.clickhouse_url, settings.clickhouse_database)
+    if args.command == "dlq":
+        print(orjson.dumps(redrive(settings, trail)).decode())
+        return
     if args.command == "stats":
         rows = trail.client.query_rows(f"SELECT count(), uniqExact(event_id) FROM {trail.table}")
         total, unique = rows[0]

@@ -16,6 +16,7 @@ COLUMNS = [
     "event_id", "event_type", "account_id", "sequence", "position", "occurred_at",
     "recorded_at", "province_code", "commune_code", "station_id", "device_id", "operator_id",
     "channel", "phone", "detail", "previous_hash", "hash", "kafka_partition", "kafka_offset",
+    "topic_id",
 ]  # fmt: skip
 
 _WHERE_FIELDS = ("station_id", "device_id", "operator_id", "channel", "phone")
@@ -43,7 +44,7 @@ def _json_default(value: Any) -> str:
     raise TypeError(type(value).__name__)
 
 
-def to_row(event: dict[str, Any], partition: int, offset: int) -> list[Any]:
+def to_row(event: dict[str, Any], partition: int, offset: int, topic_id: UUID) -> list[Any]:
     """One audit row; the personal number itself is not stored in the read model."""
     payload = dict(event["payload"])
     where = [str(payload.pop(name, "")) for name in _WHERE_FIELDS]
@@ -52,7 +53,7 @@ def to_row(event: dict[str, Any], partition: int, offset: int) -> list[Any]:
         event["position"], event["occurred_at"], event["recorded_at"], event["province_code"],
         event["commune_code"], *where,
         orjson.dumps(payload, default=_json_default).decode(), event["previous_hash"],
-        event["hash"], partition, offset,
+        event["hash"], partition, offset, topic_id,
     ]  # fmt: skip
 
 
@@ -68,19 +69,46 @@ def payload_of(event_type: str, detail: dict[str, Any], row: dict[str, Any]) -> 
     return {**detail, **{name: row[name] for name in _WHERE_FIELDS}}
 
 
-def verify_history(events: list[dict[str, Any]], expected: int) -> dict[str, Any]:
-    """Is the history complete (`expected` events, sequences 1..n) and is its chain unbroken?"""
-    missing = sorted(set(range(1, expected + 1)) - {e["sequence"] for e in events})
+def _millis(moment: datetime) -> datetime:
+    """Recording times travel in milliseconds (Avro timestamp-millis, DateTime64(3))."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def verify_history(
+    events: list[dict[str, Any]], recorded: dict[int, datetime], watermark: datetime | None
+) -> dict[str, Any]:
+    """Is the history complete and is its chain unbroken, or is part of it not projected yet?
+
+    `recorded` maps each sequence in the store to when it was recorded; `watermark` is the
+    newest recording time the read model holds in this account's partition (the topic keeps
+    an account's events in order): a missing event recorded after it is `pending` (lag), one
+    recorded before it is `missing` (deleted or never stored).
+    """
+    have = {e["sequence"] for e in events}
+    absent = sorted(set(recorded) - have)
+    pending = [s for s in absent if watermark is None or _millis(recorded[s]) > watermark]
+    missing = [s for s in absent if s not in pending]
     broken = first_broken_link(events)
+    complete = not missing and len(events) + len(pending) == len(recorded)
+    status = (
+        "broken"
+        if broken is not None
+        else "incomplete"
+        if not complete
+        else ("pending" if pending else "verified")
+    )
     return {
-        "verified": broken is None and not missing and len(events) == expected,
+        "status": status,
+        "verified": status == "verified",
         "chain_intact": broken is None,
         "first_broken_link": None if broken is None else {
             "sequence": events[broken]["sequence"], "event_id": events[broken]["event_id"]},
-        "complete": not missing and len(events) == expected,
-        "events_in_store": expected,
+        "complete": complete and not pending,
+        "events_in_store": len(recorded),
         "events_in_read_model": len(events),
         "missing_sequences": missing,
+        "pending": len(pending),
+        "pending_sequences": pending,
     }  # fmt: skip
 
 
@@ -95,12 +123,55 @@ class AuditTrail:
         if rows:
             self.client.insert(self.table, rows, COLUMNS)
 
-    def stored_offsets(self) -> dict[int, int]:
-        """partition -> highest Kafka offset already stored."""
-        sql = (
-            f"SELECT kafka_partition, max(kafka_offset) FROM {self.table} GROUP BY kafka_partition"
+    def watermarks(self) -> dict[int, datetime]:
+        """partition -> the newest recording time stored from it."""
+        sql = f"SELECT kafka_partition, max(recorded_at) FROM {self.table} GROUP BY kafka_partition"
+        return {int(p): as_utc(t) for p, t in self.client.query_rows(sql)}
+
+    def watermark(self, account_id: UUID) -> datetime | None:
+        """The newest recording time stored in the partition of this account's events; with no
+        row of the account yet, the oldest of all partitions' (the surest bound). A projector
+        in this process knows better (`Projector.watermark`): this one trusts the read model."""
+        marks = self.watermarks()
+        mine = (
+            f"SELECT any(kafka_partition), count() FROM {self.table} WHERE account_id = {{a:UUID}}"
         )
-        return {int(p): int(o) for p, o in self.client.query_rows(sql)}
+        partition, n = self.client.query_rows(mine, {"a": str(account_id)})[0]
+        if n:
+            return marks.get(int(partition))
+        return min(marks.values()) if marks else None
+
+    def has_event(self, event_id: str) -> bool:
+        sql = f"SELECT count() FROM {self.table} WHERE event_id = {{e:UUID}}"
+        return bool(self.client.query_rows(sql, {"e": str(event_id)})[0][0])
+
+    def mark_rebuild(self, topic_id: UUID, missing_offsets: int) -> None:
+        db = self.table.split(".")[0]
+        self.client.insert(
+            f"{db}.rebuilds", [[topic_id, int(missing_offsets == 0), missing_offsets]],
+            ["topic_id", "complete", "missing_offsets"],
+        )  # fmt: skip
+
+    def completeness(self) -> dict[str, Any]:
+        """Whether the read models hold the whole topic (false after a lossy rebuild)."""
+        db = self.table.split(".")[0]
+        rows = self.client.query_rows(
+            f"SELECT complete, missing_offsets, rebuilt_at FROM {db}.rebuilds "
+            f"ORDER BY rebuilt_at DESC LIMIT 1"
+        )
+        if not rows:
+            return {"complete": True, "missing_offsets": 0, "rebuilt_at": None}
+        complete, missing, at = rows[0]
+        return {"complete": bool(complete), "missing_offsets": int(missing),
+                "rebuilt_at": as_utc(at).isoformat()}  # fmt: skip
+
+    def resume_points(self) -> dict[int, tuple[int, UUID]]:
+        """partition -> (highest Kafka offset stored, id of the topic it came from)."""
+        sql = (
+            f"SELECT kafka_partition, max(kafka_offset), argMax(topic_id, kafka_offset) "
+            f"FROM {self.table} GROUP BY kafka_partition"
+        )
+        return {int(p): (int(o), UUID(str(t))) for p, o, t in self.client.query_rows(sql)}
 
     def history(self, account_id: UUID) -> list[dict[str, Any]]:
         """Every stored event of one account in order, with its full public payload."""

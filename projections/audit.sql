@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS {db}.audit_events
     hash            String,
     kafka_partition UInt16,
     kafka_offset    UInt64,
+    topic_id        UUID,
     PROJECTION hourly
     (
         SELECT province_code, commune_code, toStartOfHour(occurred_at), event_type, count()
@@ -33,3 +34,18 @@ CREATE TABLE IF NOT EXISTS {db}.audit_events
 )
 ENGINE = MergeTree
 ORDER BY (account_id, sequence);
+
+-- Read models made before topic ids were recorded get the column (all zeros: unknown).
+ALTER TABLE {db}.audit_events ADD COLUMN IF NOT EXISTS topic_id UUID AFTER kafka_offset;
+
+-- One row per rebuild; the latest says whether the read models hold the whole topic, or
+-- were rebuilt after events had been deleted from it (accepted loss: marked incomplete).
+CREATE TABLE IF NOT EXISTS {db}.rebuilds
+(
+    rebuilt_at      DateTime64(3, 'UTC') DEFAULT now64(3),
+    topic_id        UUID,
+    complete        UInt8,
+    missing_offsets UInt64
+)
+ENGINE = MergeTree
+ORDER BY rebuilt_at;

@@ -4,6 +4,8 @@ The rebuild reads the topic from the beginning up to the end offsets it sees whe
 into a scratch database; then each table is exchanged with the live one in one step, so
 readers see either the old read model or the complete new one. Stop the projector first
 (with the embedded engine that means stopping the API: one process per data directory).
+A topic that no longer starts at offset 0 (events deleted) is refused unless the loss is
+accepted explicitly; the result is then recorded as incomplete.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from kafka import KafkaConsumer, TopicPartition
 from tqdm import tqdm
 
 from projections.audit import AuditTrail, audit_trail
-from projections.runner import Projector, ProjectorOptions
+from projections.runner import NO_TOPIC, Projector, ProjectorOptions
+from services.kafka import EventsDeletedError, check_keeps_events, topic_id
 from services.settings import Settings
 
 
@@ -23,19 +26,34 @@ def end_offsets(consumer: KafkaConsumer, topic: str) -> dict[TopicPartition, int
     return consumer.end_offsets([TopicPartition(topic, p) for p in sorted(parts)])  # type: ignore[no-any-return]
 
 
-def _replay(settings: Settings, trail: AuditTrail, show: bool) -> int:
-    """Store the topic from offset zero up to today's end into `trail`; returns events stored."""
-    options = ProjectorOptions()
-    consumer = KafkaConsumer(
+def _consumer(settings: Settings, options: ProjectorOptions) -> KafkaConsumer:
+    return KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, isolation_level="read_committed",
         enable_auto_commit=False, max_poll_records=options.max_poll_records,
     )  # fmt: skip
+
+
+def missing_offsets(settings: Settings) -> int:
+    """How many offsets were deleted from the start of the topic's partitions (0: none)."""
+    consumer = _consumer(settings, ProjectorOptions())
+    try:
+        ends = end_offsets(consumer, settings.kafka_topic)
+        return sum(consumer.beginning_offsets(list(ends)).values())
+    finally:
+        consumer.close()
+
+
+def _replay(settings: Settings, trail: AuditTrail, show: bool) -> int:
+    """Store the topic from its first offset up to today's end into `trail`; returns events."""
+    options = ProjectorOptions()
+    consumer = _consumer(settings, options)
     projector = Projector(settings, trail, options)
+    projector.topic_id = topic_id(settings.kafka_bootstrap, settings.kafka_topic) or NO_TOPIC
     try:
         ends = end_offsets(consumer, settings.kafka_topic)
         consumer.assign(list(ends))
         consumer.seek_to_beginning()
-        remaining = {tp: end for tp, end in ends.items() if end > 0}
+        remaining = {tp: end for tp, end in ends.items() if consumer.position(tp) < end}
         with tqdm(total=sum(remaining.values()), unit="offset", disable=not show) as bar:
             while remaining:
                 before = {tp: consumer.position(tp) for tp in remaining}
@@ -51,8 +69,19 @@ def _replay(settings: Settings, trail: AuditTrail, show: bool) -> int:
         projector.close()
 
 
-def rebuild(settings: Settings, show_progress: bool = True) -> dict[str, Any]:
+def rebuild(
+    settings: Settings, show_progress: bool = True, accept_loss: bool = False
+) -> dict[str, Any]:
     """Rebuild into `<database>_rebuild`, swap it in, and report old and new totals."""
+    check_keeps_events(settings.kafka_bootstrap, settings.kafka_topic)
+    missing = missing_offsets(settings)
+    if missing and not accept_loss:
+        raise EventsDeletedError(
+            f"topic {settings.kafka_topic} no longer starts at offset 0: {missing} offsets "
+            "(events and transaction markers) were deleted; a rebuild would be incomplete. "
+            "Restore the topic, or accept the loss with --accept-loss (the read models are "
+            "then marked incomplete)"
+        )
     live = audit_trail(settings.clickhouse_url, settings.clickhouse_database)
     scratch_name = f"{settings.clickhouse_database}_rebuild"
     live.client.command(f"DROP DATABASE IF EXISTS {scratch_name}")
@@ -61,4 +90,12 @@ def rebuild(settings: Settings, show_progress: bool = True) -> dict[str, Any]:
     stored = _replay(settings, scratch, show_progress)
     live.client.command(f"EXCHANGE TABLES {live.table} AND {scratch.table}")
     live.client.command(f"DROP DATABASE {scratch_name}")
-    return {"stored": stored, "before": before, "after": live.totals()}
+    tid = topic_id(settings.kafka_bootstrap, settings.kafka_topic) or NO_TOPIC
+    live.mark_rebuild(tid, missing)
+    return {
+        "stored": stored,
+        "before": before,
+        "after": live.totals(),
+        "complete": missing == 0,
+        "missing_offsets": missing,
+    }

@@ -1,9 +1,11 @@
-"""The projector: a consumer group on citizen-events that writes the ClickHouse read models.
+"""The projector: a consumer on citizen-events that writes the ClickHouse read models.
 
-Checkpoint order, kept on every batch: store rows (one INSERT) -> flush dead letters ->
-commit offsets. On every partition assignment the consumer seeks to the offset after the
-last row ClickHouse holds for that partition, so a crash between storing and committing
-neither loses nor repeats a row, and an emptied read model is rebuilt from offset zero.
+Checkpoint order, kept on every batch: dead letters acknowledged -> rows stored (one INSERT)
+-> offsets committed. On every partition assignment the consumer seeks to the offset after
+the last row ClickHouse holds for that partition, so a crash anywhere neither loses nor
+repeats a row. Before it stores anything it checks that it can: the topic keeps events for
+ever, is the topic the read model was built from (its id), and still holds every offset
+after the stored ones. A record written with a schema it does not know pauses its partition.
 """
 
 from __future__ import annotations
@@ -14,17 +16,31 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError, OffsetOutOfRangeError
+from kafka.partitioner.default import murmur2
 
 from projections.audit import AuditTrail, to_row
-from schemas.codec import SerializationError, citizen_event_codec
-from services.kafka import ensure_topic, run_restarting
+from projections.dead_letters import DeadLetters
+from schemas.codec import SerializationError, UnknownSchemaError, citizen_event_codec
+from services.health import ComponentHealth, FatalError
+from services.kafka import (
+    EventsDeletedError,
+    TopicChangedError,
+    check_keeps_events,
+    ensure_topic,
+    run_restarting,
+    topic_id,
+)
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
+NO_TOPIC = UUID(int=0)  # rows stored before topic ids were recorded
+LAG_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -38,8 +54,12 @@ class ProjectorOptions:
     group_mode: bool = True
 
 
-class ReadModelAheadError(RuntimeError):
+class ReadModelAheadError(FatalError):
     """ClickHouse holds rows from offsets the topic does not have."""
+
+
+class SchemaNotKnownError(FatalError):
+    """A record written with a newer schema, met where the projector cannot pause (rebuild)."""
 
 
 class _ResumeFromReadModel(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -69,11 +89,17 @@ class Projector:
         self.on_batch = on_batch
         self.codec = citizen_event_codec()
         self.stored = 0
-        self.dead_letters = 0
+        self.health = ComponentHealth("projector")
+        self.dead_letters = DeadLetters(settings)
+        self.topic_id = NO_TOPIC
+        self.paused: dict[int, str] = {}  # partition -> why it waits for an upgrade
+        self.consumed: dict[int, datetime] = {}  # partition -> newest recording time read
+        self.partition_count = 0
         self._consumer: KafkaConsumer | None = None
-        self._unchecked: dict[TopicPartition, int] = {}
+        self._unchecked: tuple[dict[int, tuple[int, UUID]], dict[TopicPartition, int]] | None
+        self._unchecked = None
         self._committed: dict[TopicPartition, int | None] = {}
-        self._dlq: KafkaProducer | None = None
+        self._lag_at = 0.0
 
     def start(self) -> None:
         s, topic = self.settings, self.settings.kafka_topic
@@ -81,7 +107,7 @@ class Projector:
             bootstrap_servers=s.kafka_bootstrap,
             group_id=s.projector_group,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset="none",  # never jump over a gap: an offset out of range is a fault
             isolation_level="read_committed",
             max_poll_records=self.options.max_poll_records,
             session_timeout_ms=s.kafka_session_timeout_ms,
@@ -93,11 +119,16 @@ class Projector:
         # A group that joins before its topic's partitions are known is assigned nothing and
         # only rejoins at the next metadata refresh: make the topic and see its partitions first.
         ensure_topic(s.kafka_bootstrap, topic)
+        check_keeps_events(s.kafka_bootstrap, topic)
+        self.topic_id = topic_id(s.kafka_bootstrap, topic) or NO_TOPIC
+        self.paused = {}
         deadline = time.monotonic() + 30
         while not (partitions := self._consumer.partitions_for_topic(topic)):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no partitions known for topic {topic}")
             time.sleep(0.1)
+        self.partition_count = len(partitions)
+        self.consumed = self.trail.watermarks()
         if self.options.group_mode:
             self._consumer.subscribe([topic], listener=_ResumeFromReadModel(self))
         else:
@@ -106,29 +137,67 @@ class Projector:
             self.resume(everything)
 
     def resume(self, assigned: list[TopicPartition]) -> None:
+        """Seek each partition to the offset after its last stored row; the checks that this
+        is safe run in `step`, before anything is stored (a rebalance listener runs on the
+        consumer's network thread and may not block on the broker)."""
         assert self._consumer is not None
-        stored = self.trail.stored_offsets()
-        self._unchecked = {tp: stored[tp.partition] for tp in assigned if tp.partition in stored}
-        for tp in assigned:
-            if tp.partition in stored:
-                self._consumer.seek(tp, stored[tp.partition] + 1)
-            else:
-                self._consumer.seek_to_beginning(tp)
-        log.info(
-            "assigned %s, resuming after stored offsets %s",
-            sorted(tp.partition for tp in assigned),
-            stored,
-        )
+        points = self.trail.resume_points()
+        starts = {tp: points[tp.partition][0] + 1 if tp.partition in points else 0
+                  for tp in assigned}  # fmt: skip
+        for tp, offset in starts.items():
+            self._consumer.seek(tp, offset)
+        self._unchecked = (points, starts)
+        log.info("assigned %s, resuming at offsets %s", sorted(tp.partition for tp in assigned),
+                 {tp.partition: o for tp, o in starts.items()})  # fmt: skip
+
+    def _check_resume(self) -> None:
+        """Refuse to store anything after a resume that would skip, repeat or mix events."""
+        if self._unchecked is None:
+            return
+        points, starts = self._unchecked
+        self._check_same_topic(points)
+        self._check_nothing_deleted(starts)
+        self._check_not_ahead({tp: points[tp.partition][0] for tp in starts
+                               if tp.partition in points})  # fmt: skip
+        self._unchecked = None
+
+    def _check_same_topic(self, points: dict[int, tuple[int, UUID]]) -> None:
+        """Refuse a read model built from another topic of the same name (recreated)."""
+        recorded = {tid for _, tid in points.values()} - {NO_TOPIC}
+        if recorded and recorded != {self.topic_id}:
+            raise TopicChangedError(
+                f"the read models were built from topic id {sorted(map(str, recorded))}, but "
+                f"{self.settings.kafka_topic} now has id {self.topic_id}: the topic was "
+                "recreated; rebuild them with `python -m projections rebuild`"
+            )
+
+    def _check_nothing_deleted(self, starts: dict[TopicPartition, int]) -> None:
+        """Refuse to jump over offsets the topic no longer holds."""
+        assert self._consumer is not None
+        if not starts:
+            return
+        begins = self._consumer.beginning_offsets(list(starts))
+        gone = {tp.partition: begins[tp] - start for tp, start in starts.items()
+                if start < begins[tp]}  # fmt: skip
+        if gone:
+            raise EventsDeletedError(
+                f"topic {self.settings.kafka_topic} no longer holds offsets the read models "
+                f"have not stored (partition: offsets missing {gone}); they cannot be "
+                "completed: restore the topic, or rebuild with --accept-loss"
+            )
 
     def step(self) -> int:
         """One poll -> store -> commit cycle; returns the number of events stored."""
         assert self._consumer is not None, "start() first"
-        polled = self._consumer.poll(timeout_ms=self.options.poll_timeout_ms)
-        if self._unchecked:  # after a new assignment, before anything is stored
-            self._check_not_ahead(self._unchecked)
-            self._unchecked = {}
+        try:
+            polled = self._consumer.poll(timeout_ms=self.options.poll_timeout_ms)
+        except OffsetOutOfRangeError:  # records deleted under a running projector
+            self.resume(list(self._consumer.assignment()))
+            polled = {}
+        self._check_resume()  # after a new assignment, before anything is stored
         stored = self.store_batch(polled) if polled else 0
         self._commit_if_moved()
+        self._measure_lag()
         return stored
 
     def _commit_if_moved(self) -> None:
@@ -140,9 +209,21 @@ class Projector:
             self._consumer.commit()
             self._committed = positions
 
+    def _measure_lag(self) -> None:
+        """Offsets not yet consumed (end offsets minus positions), about once a second."""
+        assert self._consumer is not None
+        if time.monotonic() - self._lag_at < LAG_EVERY_S:
+            return
+        self._lag_at = time.monotonic()
+        assigned = list(self._consumer.assignment())
+        ends = self._consumer.end_offsets(assigned) if assigned else {}
+        self.health.lag = sum(max(0, ends[tp] - self._consumer.position(tp)) for tp in assigned)
+
     def _check_not_ahead(self, stored: dict[TopicPartition, int]) -> None:
         """Refuse read models holding offsets the topic does not have (recreated topic)."""
         assert self._consumer is not None
+        if not stored:
+            return
         ends = self._consumer.end_offsets(list(stored))
         ahead = sorted(tp.partition for tp, offset in stored.items() if offset >= ends[tp])
         if ahead:
@@ -158,7 +239,7 @@ class Projector:
         limit: dict[TopicPartition, int] | None = None,
     ) -> int:
         """Decode and store one poll's records in one INSERT (records at or past `limit` are
-        left out); dead letters are flushed before returning."""
+        left out), after every dead letter of the poll is acknowledged."""
         rows, events = [], []
         for tp, records in polled.items():
             for record in records:
@@ -166,42 +247,61 @@ class Projector:
                     continue
                 try:
                     event = self.codec.decode(record.value)
+                except UnknownSchemaError as exc:
+                    self._pause(tp, record.offset, exc)
+                    break  # nothing after it in this partition, until the upgrade
                 except SerializationError as exc:
-                    self._dead_letter(record, str(exc))
+                    self.dead_letters.send(record, str(exc))
                     continue
-                rows.append(to_row(event, tp.partition, record.offset))
+                rows.append(to_row(event, tp.partition, record.offset, self.topic_id))
                 events.append(event)
+                self._saw(tp.partition, event["recorded_at"])
+        self.dead_letters.wait_acknowledged()
         self.trail.store(rows)
-        if self._dlq is not None:
-            self._dlq.flush()
         self.stored += len(rows)
         if self.on_batch and events:
             self.on_batch(events)
         return len(rows)
 
-    def _dead_letter(self, record: Any, reason: str) -> None:
-        if self._dlq is None:
-            self._dlq = KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap)
-        headers = list(record.headers or []) + [
-            ("dlq_reason", reason.encode()),
-            ("dlq_source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
-        ]
-        self._dlq.send(self.settings.dlq_topic, key=record.key, value=record.value, headers=headers)
-        self.dead_letters += 1
-        log.warning(
-            "dead-lettered %s/%d/%d: %s", record.topic, record.partition, record.offset, reason
+    def _saw(self, partition: int, recorded_at: datetime) -> None:
+        newest = self.consumed.get(partition)
+        if newest is None or recorded_at > newest:
+            self.consumed[partition] = recorded_at
+
+    def watermark(self, account_id: str) -> datetime | None:
+        """The newest recording time this projector has read from the partition that holds
+        `account_id`'s events (the producer's key hash): an event of that account recorded
+        later is pending, one recorded earlier should be in the read model. Kept in memory,
+        from the topic, so an edit of the read model cannot move it."""
+        if not self.partition_count:
+            return None
+        index = (murmur2(account_id.encode()) & 0x7FFFFFFF) % self.partition_count
+        return self.consumed.get(index)
+
+    def _pause(self, tp: TopicPartition, offset: int, exc: Exception) -> None:
+        """Hold `tp` at `offset`: its record needs a newer schema, it is not garbage."""
+        reason = (
+            f"partition {tp.partition} offset {offset}: {exc}; this projector needs the newer "
+            "schemas/ (upgrade it, then restart); the partition waits"
         )
+        if self._consumer is None:
+            raise SchemaNotKnownError(reason)
+        self._consumer.seek(tp, offset)
+        self._consumer.pause(tp)
+        if tp.partition not in self.paused:
+            log.error("paused %s", reason)
+        self.paused[tp.partition] = reason
+        self.health.paused(reason)
 
     def run(self, stop: threading.Event) -> None:
-        """Project until `stop`; when the broker goes away, start over once it is back
-        (resuming, as always, after the rows ClickHouse holds)."""
-        run_restarting("projector", self.start, self.step, self.close, stop)
+        """Project until `stop`; after a fault start over (resuming, as always, after the rows
+        ClickHouse holds); a fatal error stops it and is raised."""
+        run_restarting(self.health, self.start, self.step, self.close, stop)
 
     def close(self) -> None:
         if self._consumer is not None:
             with contextlib.suppress(KafkaError, OSError):  # a broken consumer still closes
                 self._consumer.close(autocommit=False)
             self._consumer = None
-        if self._dlq is not None:
-            self._dlq.close(timeout=10)
-            self._dlq = None
+        with contextlib.suppress(KafkaError, OSError):
+            self.dead_letters.close()

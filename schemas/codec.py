@@ -22,6 +22,11 @@ class SerializationError(ValueError):
     """A value that cannot be encoded or a message that cannot be decoded."""
 
 
+class UnknownSchemaError(SerializationError):
+    """Well-formed single-object encoding, written with a schema this reader does not have yet
+    (a newer `.avsc` deployed to the writer first): not garbage, the reader needs upgrading."""
+
+
 def load_schema(path: Path) -> dict[str, Any]:
     return fastavro.parse_schema(json.loads(path.read_text()))  # type: ignore[return-value]
 
@@ -54,7 +59,7 @@ class AvroCodec:
             raise SerializationError("not Avro single-object encoding (bad magic)")
         writer = self._by_fingerprint.get(data[2:HEADER_SIZE])
         if writer is None:
-            raise SerializationError(f"unknown schema fingerprint {data[2:HEADER_SIZE].hex()}")
+            raise UnknownSchemaError(f"unknown schema fingerprint {data[2:HEADER_SIZE].hex()}")
         try:
             return fastavro.schemaless_reader(  # type: ignore[return-value]
                 io.BytesIO(data[HEADER_SIZE:]), writer, reader or self.writer

@@ -1,4 +1,5 @@
-"""Kafka adapter shared by the relay and the projector: topic set-up, broker wait, restart loop."""
+"""Kafka adapter shared by the relay and the projector: topics that keep every event, their
+identity, the broker wait, and the loop that starts over after transient faults."""
 
 from __future__ import annotations
 
@@ -6,56 +7,79 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from uuid import UUID
 
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from services.health import ComponentHealth, FatalError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PARTITIONS = 3
+# A register's log is kept for ever: no time or size limit, never compacted.
+KEEP_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+
+
+class TopicRetentionError(FatalError):
+    """The topic is configured to delete events."""
+
+
+class TopicChangedError(FatalError):
+    """The topic is not the one the store or read model was built with (deleted, recreated)."""
+
+
+class EventsDeletedError(FatalError):
+    """Records are gone from the topic (its log start offset is above what was read)."""
+
+
+def _admin(bootstrap: str) -> KafkaAdminClient:
+    return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="eid-admin")
 
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int = DEFAULT_PARTITIONS) -> None:
-    """Create `topic` unless it exists (idempotent, safe when producer and consumer race)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="eid-admin")
+    """Create `topic` (kept for ever) unless it exists; safe when producer and consumer race."""
+    admin = _admin(bootstrap)
     try:
         if topic not in admin.list_topics():
-            admin.create_topics([NewTopic(topic, partitions, 1)])
-            log.info("created topic %s with %d partitions", topic, partitions)
+            admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=KEEP_FOREVER)])
+            log.info("created topic %s with %d partitions, kept for ever", topic, partitions)
     except TopicAlreadyExistsError:
         pass
     finally:
         admin.close()
 
 
-def run_restarting(
-    name: str,
-    start: Callable[[], None],
-    step: Callable[[], int],
-    close: Callable[[], None],
-    stop: threading.Event,
-    idle_sleep: float = 0.0,
-) -> None:
-    """Call `step` until `stop`; when the broker goes away, close, back off and start over.
+def check_keeps_events(bootstrap: str, topic: str) -> None:
+    """Refuse a topic whose retention or cleanup policy would delete events, naming the setting."""
+    admin = _admin(bootstrap)
+    try:
+        found = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all"
+        )["topic"][topic]
+    finally:
+        admin.close()
+    for name, wanted in KEEP_FOREVER.items():
+        value = found.get(name, {}).get("value")
+        if value != wanted:
+            raise TopicRetentionError(
+                f"topic {topic} has {name}={value}: it would delete events; set {name}={wanted} "
+                f"(kafka-configs --alter --entity-type topics --entity-name {topic} "
+                f"--add-config {name}={wanted}) before starting"
+            )
 
-    Starting over must be safe at any point: the relay and the projector both read where to
-    resume from durable state (the topic, the read models), never from memory.
-    """
-    backoff = 0.5
-    while not stop.is_set():
-        try:
-            start()
-            backoff = 0.5
-            while not stop.is_set():
-                if step() == 0 and idle_sleep:
-                    stop.wait(idle_sleep)
-        except (KafkaError, TimeoutError, OSError) as exc:
-            log.warning("%s lost the broker (%s); starting over in %.1f s",
-                        name, type(exc).__name__, backoff)  # fmt: skip
-            stop.wait(backoff)
-            backoff = min(backoff * 2, 10.0)
-        finally:
-            close()
+
+def topic_id(bootstrap: str, topic: str) -> UUID | None:
+    """The broker's id of `topic` (a recreated topic gets a new one), or None if it is absent."""
+    admin = _admin(bootstrap)
+    try:
+        described = admin.describe_topics([topic])
+    finally:
+        admin.close()
+    for item in described:
+        if item["name"] == topic and not item["error_code"] and item.get("topic_id"):
+            return UUID(str(item["topic_id"]))
+    return None
 
 
 def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> None:
@@ -71,3 +95,43 @@ def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> None:
         else:
             admin.close()
             return
+
+
+def run_restarting(
+    health: ComponentHealth,
+    start: Callable[[], None],
+    step: Callable[[], int],
+    close: Callable[[], None],
+    stop: threading.Event,
+    idle_sleep: float = 0.0,
+) -> None:
+    """Call `step` until `stop`. On any fault (broker gone, store locked, ClickHouse down), close,
+    back off and start over; on a `FatalError`, close and raise it: it needs an operator.
+
+    Starting over must be safe at any point: the relay and the projector both read where to
+    resume from durable state (the topic, the read models), never from memory.
+    """
+    backoff = 0.5
+    while not stop.is_set():
+        try:
+            start()
+            health.running()
+            backoff = 0.5
+            while not stop.is_set():
+                moved = step()
+                health.progressed()
+                if moved == 0 and idle_sleep:
+                    stop.wait(idle_sleep)
+        except FatalError as exc:
+            health.failed(exc)
+            log.error("%s stopped: %s", health.name, exc)
+            raise
+        except Exception as exc:
+            health.retrying(exc)
+            log.warning("%s failed (%s); starting over in %.1f s", health.name, health.detail,
+                        backoff)  # fmt: skip
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 10.0)
+        finally:
+            close()
+    health.stopped()

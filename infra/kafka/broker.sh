@@ -144,6 +144,11 @@ controller.listener.names=CONTROLLER
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$DATA
 num.partitions=3
+# A register keeps its events for ever: no time or size retention by default (topics made by
+# the project say so themselves too, and the relay and projector refuse any that does not).
+log.retention.ms=-1
+log.retention.bytes=-1
+log.cleanup.policy=delete
 default.replication.factor=1
 min.insync.replicas=1
 auto.create.topics.enable=true

@@ -36,11 +36,16 @@ def history(citizen_id: PersonalNumberPath, purpose: Purpose, request: Request) 
     backbone = backbone_of(request)
     account = _audited_account(request, citizen_id, purpose, "history")
     events = backbone.trail.history(account.id)
+    recorded = backbone.registry.recorded_times(account.id)
+    projector = backbone.projector
+    watermark = (
+        projector.watermark(str(account.id)) if projector else backbone.trail.watermark(account.id)
+    )
     return {
         "account_id": str(account.id),
         "state": account.snapshot_state(),
         "events": events,
-        "verification": verify_history(events, account.version),
+        "verification": verify_history(events, recorded, watermark),
     }
 
 

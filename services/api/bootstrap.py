@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -13,10 +14,13 @@ from fastapi import FastAPI
 from projections.audit import AuditTrail, audit_trail
 from projections.runner import Projector, ProjectorOptions
 from services.api.feed import Feed
+from services.health import FatalError
 from services.registry.application import Outcome, Registry
 from services.registry.batching import CommandBatcher
 from services.registry.commands import Command
 from services.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,9 +67,21 @@ def build(settings: Settings, embedded_projector: bool = True) -> Backbone:
         projector = Projector(settings, trail, options, on_batch=backbone.feed.publish)
         backbone.projector = projector
         backbone.thread = threading.Thread(
-            target=projector.run, args=(backbone.stop,), name="projector", daemon=True
+            target=_project, args=(projector, backbone.stop), name="projector", daemon=True
         )
     return backbone
+
+
+def _project(projector: Projector, stop: threading.Event) -> None:
+    """The embedded projector's thread: its health says why it ended, if it ever does."""
+    try:
+        projector.run(stop)
+    except FatalError:
+        pass  # recorded in projector.health and logged by the loop; /readyz reports it
+    except BaseException as exc:
+        projector.health.failed(exc)
+        log.exception("the projector thread died")
+        raise
 
 
 def lifespan(

@@ -20,6 +20,7 @@ from services.registry.domain import (
     RuleViolationError,
 )
 from services.registry.identity import account_id, command_uuid
+from services.registry.publication import TopicPublication
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,10 @@ class Registry(Application[UUID]):
         except AggregateNotFoundError:
             return None
 
+    def publication(self, topic: str) -> TopicPublication | None:
+        """The record of the topic this store is published to, if the relay made one."""
+        return self._get(TopicPublication.id_for(topic))  # type: ignore[no-any-return]
+
     def target(self, commune_code: str, metric: str) -> CommuneTarget | None:
         return self._get(CommuneTarget.id_for(commune_code, metric))  # type: ignore[no-any-return]
 
@@ -169,6 +174,10 @@ class Registry(Application[UUID]):
         )  # fmt: skip
         self.save(record)
         return record
+
+    def recorded_times(self, account_id: UUID) -> dict[int, datetime]:
+        """sequence -> when the store recorded it, for every event of one account."""
+        return {e.originator_version: e.timestamp for e in self.events.get(account_id)}  # type: ignore[attr-defined]
 
     def account_as_of(self, citizen_id: str, as_of: datetime) -> Account | None:
         """The account as the registry knew it at `as_of` (events recorded up to then)."""

@@ -7,9 +7,10 @@ import logging
 import signal
 import threading
 
+from services.health import FatalError
 from services.kafka import wait_for_broker
 from services.registry.application import Registry
-from services.relay.relay import Relay, RelayOptions, StoreBehindTopicError
+from services.relay.relay import Relay, RelayOptions
 from services.settings import Settings
 
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         relay.run(stop)
-    except StoreBehindTopicError as exc:
+    except FatalError as exc:
         logging.getLogger(__name__).error("%s", exc)
         raise SystemExit(2) from None
     logging.getLogger(__name__).info("relay stopped at position %d", relay.position)

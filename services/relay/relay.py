@@ -14,21 +14,35 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from schemas.codec import SerializationError, citizen_event_codec
-from services.kafka import ensure_topic, run_restarting
+from services.health import ComponentHealth, FatalError
+from services.kafka import (
+    EventsDeletedError,
+    TopicChangedError,
+    check_keeps_events,
+    ensure_topic,
+    run_restarting,
+    topic_id,
+)
 from services.registry.application import Registry
+from services.registry.publication import TopicPublication
 from services.relay.mapping import PUBLIC_TOPICS, to_record
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class StoreBehindTopicError(RuntimeError):
+class StoreBehindTopicError(FatalError):
     """The topic already holds positions the event store does not have."""
+
+
+class UnpublishableEventError(FatalError):
+    """An event in the store cannot be turned into a public record."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +53,11 @@ class RelayOptions:
 
 
 def committed_position(settings: Settings, window: int = 64) -> int:
-    """The highest store position already committed on the topic (0 if none)."""
+    """The highest store position already committed on the topic (0 if none).
+
+    Refuses (EventsDeletedError) when records were deleted from any partition: what was
+    published can then no longer be read back, and resuming from 0 would publish it twice.
+    """
     codec = citizen_event_codec()
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
@@ -52,6 +70,12 @@ def committed_position(settings: Settings, window: int = 64) -> int:
             TopicPartition(settings.kafka_topic, p)
             for p in consumer.partitions_for_topic(settings.kafka_topic) or ()
         ]
+        deleted = {tp.partition: o for tp, o in consumer.beginning_offsets(parts).items() if o}
+        if deleted:
+            raise EventsDeletedError(
+                f"records were deleted from topic {settings.kafka_topic} (log start offsets "
+                f"{deleted}): the relay cannot tell what it published; it will not resume"
+            )
         best = 0
         for tp in parts:
             best = max(best, _last_position(consumer, codec, tp, window))
@@ -105,11 +129,13 @@ class Relay:
         self.codec = citizen_event_codec()
         self.position = 0
         self.published = 0
+        self.health = ComponentHealth("relay")
         self._producer: KafkaProducer | None = None
 
     def start(self) -> None:
-        ensure_topic(self.settings.kafka_bootstrap, self.settings.kafka_topic,
-                     self.options.partitions)  # fmt: skip
+        bootstrap, topic = self.settings.kafka_bootstrap, self.settings.kafka_topic
+        ensure_topic(bootstrap, topic, self.options.partitions)
+        check_keeps_events(bootstrap, topic)
         self._producer = KafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             transactional_id=f"relay-{self.settings.kafka_topic}",
@@ -123,11 +149,28 @@ class Relay:
         stored = self.registry.recorder.max_notification_id() or 0
         if self.position > stored:
             raise StoreBehindTopicError(
-                f"topic {self.settings.kafka_topic} holds events up to store position "
+                f"topic {topic} holds events up to store position "
                 f"{self.position} but the event store ends at {stored}: the store was replaced "
                 "or reset; publish it to a new topic (KAFKA_TOPIC) instead"
             )
+        self._check_same_topic(topic)
         log.info("relay resumes after store position %d", self.position)
+
+    def _check_same_topic(self, topic: str) -> None:
+        """The topic must be the one this store was published to; the first time, record it."""
+        current = topic_id(self.settings.kafka_bootstrap, topic)
+        if current is None:
+            raise TopicChangedError(f"topic {topic} has no id: it vanished while starting")
+        record = self.registry.publication(topic)
+        if record is None:
+            self.registry.save(TopicPublication.start(topic, current))
+            log.info("store published to topic %s (id %s) from now on", topic, current)
+        elif record.topic_id != str(current):
+            raise TopicChangedError(
+                f"topic {topic} is not the one this store was published to (id {current}, "
+                f"recorded {record.topic_id}): it was deleted and recreated; restore it, or "
+                "publish to a new topic (KAFKA_TOPIC) and rebuild the read models from it"
+            )
 
     def step(self) -> int:
         """Publish the next batch in one transaction; returns how many events it held."""
@@ -139,14 +182,15 @@ class Relay:
             inclusive_of_start=False,
         )
         if not notifications:
+            self.health.lag = 0
             return 0
         self._producer.begin_transaction()
         for n in notifications:
-            record = to_record(self.registry.mapper.to_domain_event(n), n.id)
+            record, value = self._record(n)
             self._producer.send(
                 self.settings.kafka_topic,
                 key=record["account_id"].encode(),
-                value=self.codec.encode(record),
+                value=value,
                 headers=[
                     ("event_type", record["event_type"].encode()),
                     ("event_id", record["event_id"].encode()),
@@ -155,9 +199,30 @@ class Relay:
         self._producer.commit_transaction()
         self.position = notifications[-1].id
         self.published += len(notifications)
+        self.health.lag = max(
+            0, (self.registry.recorder.max_notification_id() or 0) - self.position
+        )
         if self.on_batch:
             self.on_batch(len(notifications), self.position)
         return len(notifications)
+
+    def _lag(self, published: int) -> int:
+        """Store positions not yet published: 0 once a batch came back short (caught up)."""
+        if published < self.options.batch_size:
+            return 0
+        return max(0, (self.registry.recorder.max_notification_id() or 0) - self.position)
+
+    def _record(self, notification: Any) -> tuple[dict[str, Any], bytes]:
+        """The public record of one stored event, encoded; never skipped: a failure stops the
+        relay (a fatal error) with the position, and no personal data, in its message."""
+        try:
+            record = to_record(self.registry.mapper.to_domain_event(notification), notification.id)
+            return record, self.codec.encode(record)
+        except Exception as exc:
+            raise UnpublishableEventError(
+                f"the event at store position {notification.id} cannot be published "
+                f"({type(exc).__name__}); the relay stops here rather than skip it"
+            ) from exc
 
     def run(self, stop: threading.Event) -> None:
         """Publish until `stop`; when the broker goes away, start over once it is back.
@@ -165,7 +230,9 @@ class Relay:
         Starting over is safe at any point: the new producer fences the old transactional id
         and the position is read again from what the topic holds.
         """
-        run_restarting("relay", self.start, self.step, self.close, stop, self.options.idle_sleep)
+        run_restarting(
+            self.health, self.start, self.step, self.close, stop, self.options.idle_sleep
+        )
 
     def close(self) -> None:
         if self._producer is not None:

@@ -19,14 +19,14 @@ from services.registry.commands import (
 from services.registry.domain import RuleViolationError
 from services.registry.reconcile import reconcile
 from services.settings import Settings
-from tests.factories import approve_command, personal_number, register_command
+from tests.support.factories import approve_command, personal_number, register_command
 
 
 def test_concurrent_commands_on_one_citizen_never_both_apply(env_for) -> None:
     settings = Settings.from_env(env_for())
     registry = Registry(settings)
     citizen = personal_number()
-    registry.submit(register_command(citizen))
+    registry.handle(register_command(citizen))
     start = threading.Barrier(8)
     wins, refusals = [], []
 
@@ -40,7 +40,7 @@ def test_concurrent_commands_on_one_citizen_never_both_apply(env_for) -> None:
             decided_at="2023-06-27T10:00:00+07:00",
         )
         try:
-            wins.append(registry.submit(command))
+            wins.append(registry.handle(command))
         except RuleViolationError as exc:
             refusals.append(exc.rule)
 
@@ -62,10 +62,10 @@ def test_separate_registries_on_one_store_serialise_by_optimistic_concurrency(en
     env = env_for()
     first, second = Registry(Settings.from_env(env)), Registry(Settings.from_env(env))
     citizen = personal_number()
-    first.submit(register_command(citizen))
-    first.submit(approve_command(citizen))
+    first.handle(register_command(citizen))
+    first.handle(approve_command(citizen))
     stale = second.account(citizen)  # both now load version 2
-    first.submit(
+    first.handle(
         ActivateAccount(
             command_id=str(uuid.uuid4()),
             citizen_id=citizen,
@@ -82,7 +82,7 @@ def test_separate_registries_on_one_store_serialise_by_optimistic_concurrency(en
         source="citizen",
         effective_at="2023-06-27T12:00:00+07:00",
     )
-    outcome = second.submit(lock)  # reloads, sees the activation, applies on top
+    outcome = second.handle(lock)  # reloads, sees the activation, applies on top
     assert outcome.as_dict()["version"] == 4
     assert outcome.as_dict()["account_state"] == "locked"
 
@@ -90,12 +90,12 @@ def test_separate_registries_on_one_store_serialise_by_optimistic_concurrency(en
 def test_idempotency_survives_a_restart(env_for) -> None:
     env = env_for()
     command = register_command()
-    first = Registry(Settings.from_env(env)).submit(command)
+    first = Registry(Settings.from_env(env)).handle(command)
     restarted = Registry(Settings.from_env(env))
-    again = restarted.submit(command)
+    again = restarted.handle(command)
     assert again.duplicate and again.as_dict() == first.as_dict()
     with pytest.raises(CommandReuseError):
-        restarted.submit(
+        restarted.handle(
             register_command(command.citizen_id).__class__(**{**command.__dict__, "phone": "none"})
         )
 
@@ -106,8 +106,8 @@ CSV_HEADER = "personal_number,date_of_death,registry_reference\n"
 def test_death_records_are_reconciled_once(env_for) -> None:
     registry = Registry(Settings.from_env(env_for()))
     known, other = personal_number(), personal_number()
-    registry.submit(register_command(known))
-    registry.submit(register_command(other))
+    registry.handle(register_command(known))
+    registry.handle(register_command(other))
     text = CSV_HEADER + (
         f"{known},2023-07-01,KT-2023-001\n"
         f"{personal_number()},2023-07-02,KT-2023-002\n"
@@ -153,13 +153,13 @@ def test_a_batch_applies_in_order_in_one_transaction_with_one_result_each(env_fo
         register_command(second),
     ]
     before = registry.recorder.max_notification_id() or 0
-    results = registry.submit_many(batch)
+    results = registry.handle_batch(batch)
     kinds = [type(r).__name__ if isinstance(r, Exception) else r.duplicate for r in results]
     assert kinds == [False, False, True, "CommandReuseError", "AccountNotFoundError", False]
     assert results[1].as_dict()["account_state"] == "approved"  # type: ignore[union-attr]
     # 3 account events and 3 receipts, nothing for the refused commands
     assert (registry.recorder.max_notification_id() or 0) - before == 6
-    again = registry.submit_many(batch)
+    again = registry.handle_batch(batch)
     assert [r.duplicate for r in again if not isinstance(r, Exception)] == [True] * 4
 
 
@@ -167,17 +167,17 @@ def test_a_batch_that_conflicts_with_another_writer_is_redone_one_by_one(env_for
     env = env_for()
     citizen = personal_number()
     other = Registry(Settings.from_env(env))
-    other.submit(register_command(citizen))
+    other.handle(register_command(citizen))
 
     class Interleaved(Registry):
         def save(self, *objs, **kw):  # type: ignore[no-untyped-def]
             if len(objs) > 1 and not getattr(self, "raced", False):
                 self.raced = True  # another process approves between our load and our save
-                other.submit(approve_command(citizen))
+                other.handle(approve_command(citizen))
             return super().save(*objs, **kw)
 
     registry = Interleaved(Settings.from_env(env))
-    results = registry.submit_many([approve_command(citizen), register_command()])
+    results = registry.handle_batch([approve_command(citizen), register_command()])
     assert isinstance(results[0], RuleViolationError)  # redone: it is already approved
     assert not isinstance(results[1], Exception) and not results[1].duplicate
     account = registry.account(citizen)
