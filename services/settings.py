@@ -31,6 +31,10 @@ class Settings:
     auth_tokens: Mapping[str, str] = field(default_factory=dict)  # token -> role
     campaign_start: datetime = datetime.fromisoformat("2022-01-01T00:00:00+07:00")
     max_future_seconds: int = 300
+    ready_stuck_seconds: float = 30.0  # /readyz: no loop progress for longer is "stuck"
+    ready_max_lag: int = 10_000  # /readyz: events behind beyond this is "lagging"
+    relay_metrics_port: int = 9464  # the relay's /metrics on 127.0.0.1; 0: not served
+    relay_metrics_url: str = ""  # where the API's /readyz reads the relay's metrics, if set
 
     @property
     def dlq_topic(self) -> str:
@@ -65,6 +69,10 @@ class Settings:
             pseudonym_secret=_pseudonym_secret(env, var_dir),
             auth_tokens=parse_auth_tokens(env.get("AUTH_TOKENS", "")),
             campaign_start=_vietnam_time(env.get("CAMPAIGN_START", "2022-01-01T00:00:00+07:00")),
+            ready_stuck_seconds=float(env.get("READY_STUCK_SECONDS", "30")),
+            ready_max_lag=int(env.get("READY_MAX_LAG", "10000")),
+            relay_metrics_port=int(env.get("RELAY_METRICS_PORT", "9464")),
+            relay_metrics_url=env.get("RELAY_METRICS_URL", ""),
         )
 
 
