@@ -12,7 +12,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,9 +184,35 @@ class Relay:
         if not notifications:
             self.health.lag = 0
             return 0
-        self._producer.begin_transaction()
+        records, unpublishable = self._records(notifications)
+        if records:
+            self._publish(records)
+            self.position = notifications[len(records) - 1].id
+            self.published += len(records)
+            self.health.lag = self._lag(len(notifications))
+            if self.on_batch:
+                self.on_batch(len(records), self.position)
+        if unpublishable is not None:
+            raise unpublishable  # after what came before it, never past it
+        return len(records)
+
+    def _records(
+        self, notifications: Sequence[Any]
+    ) -> tuple[list[tuple[dict[str, Any], bytes]], UnpublishableEventError | None]:
+        """The encoded records up to the first event that cannot be published, and its error."""
+        records = []
         for n in notifications:
-            record, value = self._record(n)
+            try:
+                records.append(self._record(n))
+            except UnpublishableEventError as exc:
+                return records, exc
+        return records, None
+
+    def _publish(self, records: list[tuple[dict[str, Any], bytes]]) -> None:
+        """One Kafka transaction: all of `records` become visible, or none."""
+        assert self._producer is not None
+        self._producer.begin_transaction()
+        for record, value in records:
             self._producer.send(
                 self.settings.kafka_topic,
                 key=record["account_id"].encode(),
@@ -197,14 +223,6 @@ class Relay:
                 ],
             )
         self._producer.commit_transaction()
-        self.position = notifications[-1].id
-        self.published += len(notifications)
-        self.health.lag = max(
-            0, (self.registry.recorder.max_notification_id() or 0) - self.position
-        )
-        if self.on_batch:
-            self.on_batch(len(notifications), self.position)
-        return len(notifications)
 
     def _lag(self, published: int) -> int:
         """Store positions not yet published: 0 once a batch came back short (caught up)."""

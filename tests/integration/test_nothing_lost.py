@@ -1,0 +1,222 @@
+"""Nothing is lost silently: retention, deleted records and recreated topics are refused.
+
+Each test moves the real broker into the state a careless week or operator would leave it in
+(records deleted with `delete_records`, a topic recreated, a retention limit), then checks
+that the relay, the projector and the rebuild refuse to carry on instead of skipping events
+or publishing them twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
+
+from projections.rebuild import rebuild
+from services.kafka import (
+    KEEP_FOREVER,
+    EventsDeletedError,
+    TopicChangedError,
+    TopicRetentionError,
+    ensure_topic,
+)
+from services.registry.application import Registry
+from services.relay.relay import Relay
+from services.settings import Settings
+from tests.support.factories import register_command
+from tests.support.kafka import publish_all, read_topic
+from tests.support.read_models import projector_for, run_until
+from tests.support.waiting import wait_until
+
+
+def admin(bootstrap: str) -> KafkaAdminClient:
+    return KafkaAdminClient(bootstrap_servers=bootstrap)
+
+
+def topic_config(bootstrap: str, topic: str) -> dict[str, str]:
+    client = admin(bootstrap)
+    try:
+        found = client.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all"
+        )["topic"][topic]
+    finally:
+        client.close()
+    return {name: item["value"] for name, item in found.items()}
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        return consumer.end_offsets([TopicPartition(topic, p) for p in parts])  # type: ignore[no-any-return]
+    finally:
+        consumer.close()
+
+
+def delete_records(bootstrap: str, upto: dict[TopicPartition, int]) -> None:
+    """Move each partition's log start offset up to `upto` (what retention would have done)."""
+    client = admin(bootstrap)
+    try:
+        client.delete_records({tp: o for tp, o in upto.items() if o > 0})
+    finally:
+        client.close()
+
+
+def delete_topic(bootstrap: str, topic: str) -> None:
+    client = admin(bootstrap)
+    try:
+        client.delete_topics([topic])
+    finally:
+        client.close()
+    wait_until(lambda: topic not in _topics(bootstrap), 30, every=0.2)
+
+
+def _topics(bootstrap: str) -> list[str]:
+    client = admin(bootstrap)
+    try:
+        return list(client.list_topics())
+    finally:
+        client.close()
+
+
+def registered(settings: Settings, count: int) -> Registry:
+    registry = Registry(settings)
+    for _ in range(count):
+        registry.handle(register_command())
+    return registry
+
+
+def test_topics_are_made_to_keep_every_event_for_ever(kafka_bootstrap, env_for) -> None:
+    settings = Settings.from_env(env_for())
+    publish_all(settings, registered(settings, 2))
+
+    config = topic_config(kafka_bootstrap, settings.kafka_topic)
+
+    assert config["retention.ms"] == "-1"
+    assert config["retention.bytes"] == "-1"
+    assert config["cleanup.policy"] == "delete"
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"), [("retention.ms", "604800000"), ("cleanup.policy", "compact")]
+)
+def test_relay_and_projector_refuse_a_topic_that_would_delete_events(
+    kafka_bootstrap, env_for, chdb_url, setting, value
+) -> None:
+    settings = Settings.from_env(env_for())
+    client = admin(kafka_bootstrap)
+    try:
+        configs = {**KEEP_FOREVER, setting: value}  # only this one setting is wrong
+        client.create_topics([NewTopic(settings.kafka_topic, 3, 1, topic_configs=configs)])
+    finally:
+        client.close()
+    relay = Relay(settings, registered(settings, 1))
+
+    with pytest.raises(TopicRetentionError, match=setting):
+        relay.start()
+    relay.close()
+    with pytest.raises(TopicRetentionError, match=setting):
+        projector_for(settings, chdb_url)
+
+
+def test_relay_refuses_to_resume_once_records_were_deleted(kafka_bootstrap, env_for) -> None:
+    settings = Settings.from_env(env_for())
+    registry = registered(settings, 6)
+    publish_all(settings, registry)
+    delete_records(kafka_bootstrap, end_offsets(kafka_bootstrap, settings.kafka_topic))
+    registry.handle(register_command())
+    relay = Relay(settings, registry)
+
+    with pytest.raises(EventsDeletedError, match="deleted"):
+        relay.start()
+    relay.close()
+    assert sum(end_offsets(kafka_bootstrap, settings.kafka_topic).values()) == 6 + 3  # + markers
+
+
+def test_relay_refuses_a_recreated_topic(kafka_bootstrap, env_for) -> None:
+    settings = Settings.from_env(env_for())
+    registry = registered(settings, 4)
+    publish_all(settings, registry)
+    delete_topic(kafka_bootstrap, settings.kafka_topic)
+    ensure_topic(kafka_bootstrap, settings.kafka_topic)
+    relay = Relay(settings, registry)
+
+    with pytest.raises(TopicChangedError, match="recreated"):
+        relay.start()
+    relay.close()
+    assert sum(end_offsets(kafka_bootstrap, settings.kafka_topic).values()) == 0
+
+
+def test_relay_publishes_a_store_for_the_first_time_from_its_start(
+    kafka_bootstrap, env_for
+) -> None:
+    settings = Settings.from_env(env_for())
+    registry = registered(settings, 5)
+
+    published = publish_all(settings, registry)
+
+    assert published == 5
+    assert len(read_topic(kafka_bootstrap, settings.kafka_topic, 5)) == 5
+    assert registry.publication(settings.kafka_topic) is not None
+
+
+def test_projector_refuses_to_jump_over_deleted_events(kafka_bootstrap, env_for, chdb_url) -> None:
+    settings = Settings.from_env(env_for())
+    registry = registered(settings, 8)
+    publish_all(settings, registry)
+    first = projector_for(settings, chdb_url)
+    run_until(first, 8)
+    first.close()
+    for _ in range(8):
+        registry.handle(register_command())
+    publish_all(settings, registry)
+    delete_records(kafka_bootstrap, end_offsets(kafka_bootstrap, settings.kafka_topic))
+    second = projector_for(settings, chdb_url)
+
+    with pytest.raises(EventsDeletedError, match="rebuild with --accept-loss"):
+        run_until(second, 1, timeout=30)
+    second.close()
+    assert sum(second.trail.totals().values()) == 8
+
+
+def test_projector_refuses_a_longer_recreated_topic(kafka_bootstrap, env_for, chdb_url) -> None:
+    settings = Settings.from_env(env_for())
+    publish_all(settings, registered(settings, 3))
+    first = projector_for(settings, chdb_url)
+    run_until(first, 3)
+    first.close()
+    delete_topic(kafka_bootstrap, settings.kafka_topic)
+    # Another store fills the recreated topic with more records than the old one had.
+    other = dataclasses.replace(settings, sqlite_path=settings.var_dir / "other.sqlite")
+    publish_all(other, registered(other, 40))
+    second = projector_for(settings, chdb_url)
+
+    with pytest.raises(TopicChangedError, match="recreated"):
+        run_until(second, 1, timeout=30)
+    second.close()
+    assert sum(second.trail.totals().values()) == 3
+
+
+def test_rebuild_refuses_a_topic_missing_its_first_events_unless_the_loss_is_accepted(
+    kafka_bootstrap, env_for, chdb_url
+) -> None:
+    settings = dataclasses.replace(Settings.from_env(env_for()), clickhouse_url=chdb_url)
+    publish_all(settings, registered(settings, 12))
+    live = projector_for(settings, chdb_url)
+    run_until(live, 12)
+    live.close()
+    ends = end_offsets(kafka_bootstrap, settings.kafka_topic)
+    cut = {tp: 1 for tp, end in ends.items() if end > 0}  # the first record of each partition
+    delete_records(kafka_bootstrap, cut)
+
+    with pytest.raises(EventsDeletedError, match=f"{len(cut)} offsets"):
+        rebuild(settings, show_progress=False)
+    assert sum(live.trail.totals().values()) == 12  # the live read models are untouched
+    report = rebuild(settings, show_progress=False, accept_loss=True)
+
+    assert report["complete"] is False
+    assert report["missing_offsets"] == len(cut)
+    assert report["stored"] == 12 - len(cut)
+    assert live.trail.completeness()["complete"] is False
