@@ -10,11 +10,19 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI
+from prometheus_client.registry import Collector
 
 from projections.audit import AuditTrail, audit_trail
 from projections.runner import Projector, ProjectorOptions
 from services.api.feed import Feed
 from services.health import FatalError
+from services.metrics import (
+    EventStoreCollector,
+    HealthCollector,
+    Metrics,
+    ProjectorCollector,
+    chain,
+)
 from services.registry.application import Outcome, Registry
 from services.registry.batching import CommandBatcher
 from services.registry.commands import Command
@@ -35,6 +43,7 @@ class Backbone:
     projector: Projector | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    metrics: Metrics = field(default_factory=Metrics)
 
     async def submit(self, command: Command) -> Outcome:
         """Accept a command and wait for the group-commit writer's outcome (no thread held)."""
@@ -56,19 +65,26 @@ class Backbone:
         self.registry.close()
 
 
-def build(settings: Settings, embedded_projector: bool = True) -> Backbone:
+def build(
+    settings: Settings, embedded_projector: bool = True, metrics: Metrics | None = None
+) -> Backbone:
     """Wire the registry, the ClickHouse read models and (embedded) the projector."""
     registry = Registry(settings)
     trail = audit_trail(settings.clickhouse_url, settings.clickhouse_database)
-    backbone = Backbone(settings, registry, trail, CommandBatcher(registry))
+    metrics = metrics or Metrics()
+    backbone = Backbone(settings, registry, trail, CommandBatcher(registry), metrics=metrics)
+    watched: list[Collector] = [EventStoreCollector(registry.recorder.max_notification_id)]
     if embedded_projector:
         # The only projector of this engine: no group to share its partitions with.
         options = ProjectorOptions(group_mode=False)
-        projector = Projector(settings, trail, options, on_batch=backbone.feed.publish)
+        on_batch = chain(backbone.feed.publish, metrics.projected)
+        projector = Projector(settings, trail, options, on_batch=on_batch)
         backbone.projector = projector
+        watched += [HealthCollector(projector.health), ProjectorCollector(projector)]
         backbone.thread = threading.Thread(
             target=_project, args=(projector, backbone.stop), name="projector", daemon=True
         )
+    metrics.watch(*watched)  # in place of an earlier backbone's, if the app started before
     return backbone
 
 
@@ -85,13 +101,13 @@ def _project(projector: Projector, stop: threading.Event) -> None:
 
 
 def lifespan(
-    settings: Settings, embedded_projector: bool
+    settings: Settings, embedded_projector: bool, metrics: Metrics | None = None
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """Build the backbone when the server starts, close it when it stops."""
 
     @asynccontextmanager
     async def span(app: FastAPI) -> AsyncIterator[None]:
-        backbone = build(settings, embedded_projector)
+        backbone = build(settings, embedded_projector, metrics)
         app.state.backbone = backbone
         backbone.start()
         try:
