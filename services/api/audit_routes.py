@@ -41,11 +41,13 @@ def history(citizen_id: PersonalNumberPath, purpose: Purpose, request: Request) 
     watermark = (
         projector.watermark(str(account.id)) if projector else backbone.trail.watermark(account.id)
     )
+    verification = verify_history(events, recorded, watermark)
+    backbone.metrics.verification(verification["status"])
     return {
         "account_id": str(account.id),
         "state": account.snapshot_state(),
         "events": events,
-        "verification": verify_history(events, recorded, watermark),
+        "verification": verification,
     }
 
 

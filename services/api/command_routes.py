@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 
 from services.api import intake, sync
 from services.api.deps import ADMIN, COMMANDS, PersonalNumberPath, backbone_of
-from services.api.errors import ApiError
+from services.api.errors import DOMAIN_ERRORS, ApiError
 from services.api.models import ActivationIn, DecisionIn, RegistrationIn, StatusChangeIn, TargetIn
 from services.api.responses import OrjsonResponse
 from services.registry.application import Outcome
+from services.registry.commands import Command
 from services.registry.reconcile import reconcile
+
+if TYPE_CHECKING:
+    from services.api.bootstrap import Backbone
 
 CommunePath = Annotated[str, Path(pattern=r"^[0-9]{5}$")]
 
@@ -25,10 +31,26 @@ def _outcome(outcome: Outcome, status: int = 201) -> OrjsonResponse:
     return OrjsonResponse(outcome.as_dict(), status_code=status, headers=headers)
 
 
+async def _submitted(backbone: Backbone, kind: str, build: Callable[[], Command]) -> Outcome:
+    """Submit the command `build` makes, counting its outcome: created, duplicate, refused
+    (invalid, against a rule, or conflicting: answered 4xx) or error (a fault: 5xx)."""
+    try:
+        outcome = await backbone.submit(build())
+    except DOMAIN_ERRORS:
+        backbone.metrics.command(kind, "refused")
+        raise
+    except Exception:
+        backbone.metrics.command(kind, "error")
+        raise
+    backbone.metrics.command(kind, "duplicate" if outcome.duplicate else "created")
+    return outcome
+
+
 @router.post("/v1/registrations", status_code=201, dependencies=[COMMANDS])
 async def register(body: RegistrationIn, request: Request) -> OrjsonResponse:
     backbone = backbone_of(request)
-    return _outcome(await backbone.submit(intake.registration(body, backbone.settings)))
+    build = partial(intake.registration, body, backbone.settings)
+    return _outcome(await _submitted(backbone, "registration", build))
 
 
 @router.post("/v1/registrations/{citizen_id}/decision", status_code=201, dependencies=[COMMANDS])
@@ -36,19 +58,22 @@ async def decide(
     citizen_id: PersonalNumberPath, body: DecisionIn, request: Request
 ) -> OrjsonResponse:
     backbone = backbone_of(request)
-    return _outcome(await backbone.submit(intake.decision(citizen_id, body, backbone.settings)))
+    build = partial(intake.decision, citizen_id, body, backbone.settings)
+    return _outcome(await _submitted(backbone, "decision", build))
 
 
 @router.post("/v1/activations", status_code=201, dependencies=[COMMANDS])
 async def activate(body: ActivationIn, request: Request) -> OrjsonResponse:
     backbone = backbone_of(request)
-    return _outcome(await backbone.submit(intake.activation(body, backbone.settings)))
+    build = partial(intake.activation, body, backbone.settings)
+    return _outcome(await _submitted(backbone, "activation", build))
 
 
 @router.post("/v1/status-changes", status_code=201, dependencies=[COMMANDS])
 async def change_status(body: StatusChangeIn, request: Request) -> OrjsonResponse:
     backbone = backbone_of(request)
-    return _outcome(await backbone.submit(intake.status_change(body, backbone.settings)))
+    build = partial(intake.status_change, body, backbone.settings)
+    return _outcome(await _submitted(backbone, "status_change", build))
 
 
 @router.post("/v1/sync", dependencies=[COMMANDS])
@@ -56,8 +81,24 @@ async def sync_backlog(body: sync.SyncIn, request: Request) -> dict[str, Any]:
     """A device's offline backlog, applied in order; resending all or part is safe."""
     backbone = backbone_of(request)
     prepared = sync.prepare(body, backbone.settings)
-    applied = await backbone.submit_backlog(sync.commands_of(prepared))
-    return sync.report(body, prepared, applied)
+    commands = sync.commands_of(prepared)
+    try:
+        applied = await backbone.submit_backlog(commands)
+    except Exception:
+        for item, command in zip(body.commands, prepared, strict=True):
+            outcome = "refused" if isinstance(command, dict) else "error"
+            backbone.metrics.command(_item_type(item), outcome)
+        raise
+    report = sync.report(body, prepared, applied)
+    for item, result in zip(body.commands, report["results"], strict=True):
+        backbone.metrics.command(_item_type(item), result["status"])
+    return report
+
+
+def _item_type(item: dict[str, Any]) -> str:
+    """A backlog item's command type as a metric label (a bounded set: else "other")."""
+    kind = item.get("type")
+    return kind if isinstance(kind, str) and kind in sync.ITEM_TYPES else "other"
 
 
 @router.post("/v1/reconciliation/deaths", dependencies=[ADMIN])
@@ -76,4 +117,5 @@ async def reconcile_deaths(request: Request) -> dict[str, Any]:
 
 @router.put("/v1/targets/{commune_code}", dependencies=[ADMIN])
 async def set_target(commune_code: CommunePath, body: TargetIn, request: Request) -> OrjsonResponse:
-    return _outcome(await backbone_of(request).submit(intake.target(commune_code, body)), 200)
+    build = partial(intake.target, commune_code, body)
+    return _outcome(await _submitted(backbone_of(request), "target", build), 200)
