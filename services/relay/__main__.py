@@ -9,6 +9,7 @@ import threading
 
 from services.health import FatalError
 from services.kafka import wait_for_broker
+from services.metrics import RelayMetrics, serve, stop_serving
 from services.registry.application import Registry
 from services.relay.relay import Relay, RelayOptions
 from services.settings import Settings
@@ -18,7 +19,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m services.relay",
         description="Publish the registry's events to Kafka, in order, exactly once. "
-        "Reads VAR_DIR, SQLITE_DBNAME / PERSISTENCE_MODULE, KAFKA_BOOTSTRAP, KAFKA_TOPIC.",
+        "Reads VAR_DIR, SQLITE_DBNAME / PERSISTENCE_MODULE, KAFKA_BOOTSTRAP, KAFKA_TOPIC; "
+        "serves its metrics on 127.0.0.1:RELAY_METRICS_PORT (default 9464, 0: none).",
     )
     parser.add_argument("--batch-size", type=int, default=500, help="events per transaction")
     parser.add_argument(
@@ -32,15 +34,25 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    wait_for_broker(settings.kafka_bootstrap)
+    metrics = RelayMetrics()
     relay = Relay(
-        settings, Registry(settings), RelayOptions(args.batch_size, 0.02, args.partitions)
+        settings,
+        Registry(settings),
+        RelayOptions(args.batch_size, 0.02, args.partitions),
+        on_batch=metrics.on_batch,
     )
+    metrics.watch(relay.health)
+    # Served from the start: a relay waiting for its broker shows as "starting", then stuck.
+    port = settings.relay_metrics_port
+    server = serve(metrics.registry, port) if port else None
     try:
+        wait_for_broker(settings.kafka_bootstrap)
         relay.run(stop)
     except FatalError as exc:
         logging.getLogger(__name__).error("%s", exc)
         raise SystemExit(2) from None
+    finally:
+        stop_serving(server)
     logging.getLogger(__name__).info("relay stopped at position %d", relay.position)
 
 
