@@ -10,15 +10,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TOKENS, wait_until
-from tests.e2e.conftest import Api, running_api
-from tests.factories import personal_number, registration_body
-
-
-@pytest.fixture(scope="module")
-def api(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    with running_api(kafka_bootstrap, tmp_path_factory.mktemp("e2e")) as client:
-        yield client
+from tests.support.api import Api
+from tests.support.environment import TOKENS
+from tests.support.factories import personal_number, registration_body
+from tests.support.waiting import wait_until
 
 
 def test_registration_reaches_history_and_hourly_counts(api: Api) -> None:

@@ -10,10 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.api.app import create_app
-from services.relay.relay import Relay
 from services.settings import Settings
-from tests.conftest import TOKENS, wait_until
-from tests.factories import registration_body
+from tests.support.environment import TOKENS
+from tests.support.factories import registration_body
+from tests.support.kafka import publish_all
+from tests.support.waiting import wait_until
 
 AUDITOR = {"Authorization": f"Bearer {TOKENS['auditor']}"}
 STATION = {"Authorization": f"Bearer {TOKENS['station']}"}
@@ -26,14 +27,6 @@ def app(kafka_bootstrap, env_for, chdb_url) -> Iterator[tuple[TestClient, Any]]:
         yield client, client.app.state.backbone  # type: ignore[attr-defined]
 
 
-def publish(backbone: Any) -> None:
-    relay = Relay(backbone.settings, backbone.registry)
-    relay.start()
-    while relay.step():
-        pass
-    relay.close()
-
-
 def registered_and_approved(client: TestClient, backbone: Any) -> str:
     body = registration_body()
     assert client.post("/v1/registrations", json=body, headers=STATION).status_code == 201
@@ -44,7 +37,7 @@ def registered_and_approved(client: TestClient, backbone: Any) -> str:
     }
     path = f"/v1/registrations/{body['citizen_id']}/decision"
     assert client.post(path, json=decision, headers=STATION).status_code == 201
-    publish(backbone)
+    publish_all(backbone.settings, backbone.registry)
     return str(body["citizen_id"])
 
 
@@ -102,7 +95,7 @@ def test_every_read_is_recorded_and_visible_in_the_access_log(app) -> None:
     citizen = registered_and_approved(client, backbone)
     history(client, citizen, 2)
     client.get(f"/v1/citizens/{citizen}/state?purpose=complaint%20123", headers=AUDITOR)
-    publish(backbone)
+    publish_all(backbone.settings, backbone.registry)
 
     def reads() -> list[dict[str, Any]] | None:
         found = client.get("/v1/access-log", headers=ADMIN).json()["reads"]

@@ -14,31 +14,24 @@ import pytest
 from schemas.codec import citizen_event_codec
 from services.registry.application import Registry
 from services.settings import Settings
-from tests.conftest import ROOT, python_process, unique, wait_until
-from tests.factories import approve_command, personal_number, register_command
-from tests.integration.test_projector import _lag
-from tests.integration.test_relay import read_topic
+from tests.support.broker import Broker
+from tests.support.environment import unique
+from tests.support.factories import approve_command, personal_number, register_command
+from tests.support.kafka import projector_lag, read_topic
+from tests.support.processes import python_process
+from tests.support.waiting import wait_until
 
 PORT = int(os.environ.get("TEST_RESTART_KAFKA_PORT", "19392"))
 
 
-class Broker:
-    def __init__(self, var_dir: Path) -> None:
-        self.env = {**os.environ, "VAR_DIR": str(var_dir), "KAFKA_PORT": str(PORT),
-                    "KAFKA_CONTROLLER_PORT": str(PORT + 1)}  # fmt: skip
-
-    def __call__(self, action: str) -> None:
-        subprocess.run([str(ROOT / "infra/kafka/broker.sh"), action], env=self.env, check=True)
-
-
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
-    own = Broker(tmp_path / "broker")
-    own("start")
+    own = Broker(tmp_path / "broker", PORT)
+    own.start()
     try:
         yield own
     finally:
-        own("stop")
+        own.stop()
 
 
 def test_relay_and_projector_carry_on_across_a_broker_restart(broker, env_for, tmp_path) -> None:
@@ -62,11 +55,11 @@ def test_relay_and_projector_carry_on_across_a_broker_restart(broker, env_for, t
                                           50, timeout=60)) >= 50, 60)  # fmt: skip
         writer = threading.Thread(target=write, args=(100, total // 2))
         writer.start()
-        broker("stop")  # while the writer goes on and the relay is mid-stream
-        broker("start")
+        broker.stop()  # while the writer goes on and the relay is mid-stream
+        broker.start()
         writer.join(120)
         records = read_topic(settings.kafka_bootstrap, settings.kafka_topic, total, timeout=120)
-        wait_until(lambda: _lag(settings.kafka_bootstrap, settings) == 0, 120, every=0.5)
+        wait_until(lambda: projector_lag(settings.kafka_bootstrap, settings) == 0, 120, every=0.5)
     finally:
         for proc in (relay, projector):
             proc.send_signal(signal.SIGTERM)

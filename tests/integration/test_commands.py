@@ -9,11 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.api.app import create_app
-from services.relay.relay import Relay
 from services.settings import Settings
-from tests.conftest import TOKENS
-from tests.factories import personal_number, registration_body
-from tests.integration.test_relay import read_topic
+from tests.support.environment import TOKENS
+from tests.support.factories import personal_number, registration_body
+from tests.support.kafka import publish_all, read_topic
 
 STATION = {"Authorization": f"Bearer {TOKENS['station']}"}
 ADMIN = {"Authorization": f"Bearer {TOKENS['admin']}"}
@@ -32,11 +31,7 @@ def position(backbone: Any) -> int:
 
 
 def published(backbone: Any, expect: int) -> list[Any]:
-    relay = Relay(backbone.settings, backbone.registry)
-    relay.start()
-    while relay.step():
-        pass
-    relay.close()
+    publish_all(backbone.settings, backbone.registry)
     return read_topic(backbone.settings.kafka_bootstrap, backbone.settings.kafka_topic, expect)
 
 

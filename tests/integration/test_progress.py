@@ -9,10 +9,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.api.app import create_app
-from services.relay.relay import Relay
 from services.settings import Settings
-from tests.conftest import TOKENS, wait_until
-from tests.factories import registration_body
+from tests.support.environment import TOKENS, deployment_env, unique
+from tests.support.factories import registration_body
+from tests.support.kafka import publish_all
+from tests.support.waiting import wait_until
 
 STATION = {"Authorization": f"Bearer {TOKENS['station']}"}
 VIEWER = {"Authorization": f"Bearer {TOKENS['viewer']}"}
@@ -29,14 +30,9 @@ INTAKE = [  # (device, local time, channel, phone)
 
 @pytest.fixture(scope="module")
 def counted(kafka_bootstrap, tmp_path_factory, chdb_url) -> Iterator[TestClient]:
-    from tests.conftest import AUTH_TOKENS, unique
-
-    env = {
-        "VAR_DIR": str(tmp_path_factory.mktemp("progress")), "KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "KAFKA_TOPIC": unique("citizen-events"), "PROJECTOR_GROUP": unique("projector"),
-        "CLICKHOUSE_URL": chdb_url, "CLICKHOUSE_DATABASE": unique("eid"),
-        "AUTH_TOKENS": AUTH_TOKENS, "PSEUDONYM_SECRET": "p", "CAMPAIGN_START": "2023-01-01",
-    }  # fmt: skip
+    env = deployment_env(tmp_path_factory.mktemp("progress"), kafka_bootstrap,
+                         CLICKHOUSE_URL=chdb_url, PSEUDONYM_SECRET="p",
+                         CAMPAIGN_START="2023-01-01")  # fmt: skip
     settings = Settings.from_env(env)
     with TestClient(create_app(settings)) as client:
         for device, at, channel, phone in INTAKE:
@@ -47,11 +43,7 @@ def counted(kafka_bootstrap, tmp_path_factory, chdb_url) -> Iterator[TestClient]
                   "deadline": "2023-06-30"}  # fmt: skip
         assert client.put("/v1/targets/22420", json=target, headers=ADMIN).status_code == 200
         backbone: Any = client.app.state.backbone  # type: ignore[attr-defined]
-        relay = Relay(settings, backbone.registry)
-        relay.start()
-        while relay.step():
-            pass
-        relay.close()
+        publish_all(settings, backbone.registry)
         wait_until(lambda: backbone.projector.stored >= len(INTAKE), 60)
         yield client
 

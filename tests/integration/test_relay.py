@@ -5,46 +5,18 @@ from __future__ import annotations
 import signal
 import threading
 from collections import defaultdict
-from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from schemas.codec import citizen_event_codec
 from services.registry.application import Registry
-from services.relay.relay import Relay, RelayOptions, StoreBehindTopicError
+from services.relay.relay import Relay, StoreBehindTopicError
 from services.settings import Settings
-from tests.conftest import python_process, wait_until
-from tests.factories import approve_command, personal_number, register_command
-
-
-def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 60) -> list[Any]:
-    """Every committed record of `topic`, once at least `expect` have arrived."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
-    )
-    try:
-        parts = [
-            TopicPartition(topic, p)
-            for p in wait_until(lambda: consumer.partitions_for_topic(topic), timeout)
-        ]  # type: ignore[union-attr]
-        consumer.assign(parts)
-        consumer.seek_to_beginning()
-        records: list[Any] = []
-
-        def more() -> bool:
-            for batch in consumer.poll(timeout_ms=200).values():
-                records.extend(batch)
-            return len(records) >= expect
-
-        wait_until(more, timeout, every=0)
-        # Drain anything beyond `expect` (a duplicate would show up here).
-        for _ in range(5):
-            for batch in consumer.poll(timeout_ms=200).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
+from tests.support.factories import approve_command, personal_number, register_command
+from tests.support.kafka import publish_all, read_topic
+from tests.support.processes import python_process
+from tests.support.waiting import wait_until
 
 
 def test_every_event_is_published_in_order_keyed_by_pseudonym(kafka_bootstrap, env_for) -> None:
@@ -54,11 +26,7 @@ def test_every_event_is_published_in_order_keyed_by_pseudonym(kafka_bootstrap, e
     for cid in citizens:
         registry.submit(register_command(cid))
         registry.submit(approve_command(cid))
-    relay = Relay(settings, registry, RelayOptions(batch_size=7))
-    relay.start()
-    while relay.step():
-        pass
-    relay.close()
+    publish_all(settings, registry, batch_size=7)
 
     records = read_topic(kafka_bootstrap, settings.kafka_topic, 40)
     codec = citizen_event_codec()
@@ -142,10 +110,7 @@ def test_relay_refuses_a_store_that_is_behind_its_topic(kafka_bootstrap, env_for
     first = Registry(Settings.from_env(env))
     for _ in range(3):
         first.submit(register_command())
-    relay = Relay(Settings.from_env(env), first)
-    relay.start()
-    relay.step()
-    relay.close()
+    publish_all(Settings.from_env(env), first)
     # A fresh, empty store (as if var/events.sqlite had been deleted), the same topic.
     replaced = env_for(KAFKA_TOPIC=env["KAFKA_TOPIC"], VAR_DIR=str(tmp_path / "replaced"))
     settings = Settings.from_env(replaced)

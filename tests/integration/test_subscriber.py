@@ -18,16 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from schemas.chain import first_broken_link
 from schemas.codec import MAGIC, citizen_event_codec, schema_fingerprint
 from services.registry.application import Registry
-from services.relay.relay import Relay, RelayOptions
 from services.settings import Settings
-from tests.conftest import ROOT, unique, wait_until
-from tests.factories import approve_command, personal_number, register_command
+from tests.support.environment import unique
+from tests.support.factories import approve_command, personal_number, register_command
+from tests.support.kafka import publish_all, read_topic
+from tests.support.processes import ROOT
 
 V1 = ROOT / "schemas" / "citizen_event.v1.avsc"
 NS = "vn.project06.eid."
@@ -150,11 +151,7 @@ def test_subscriber_decodes_what_the_relay_published(kafka_bootstrap, env_for) -
     for cid in citizens:
         registry.submit(register_command(cid))
         registry.submit(approve_command(cid))
-    relay = Relay(settings, registry, RelayOptions(batch_size=3))
-    relay.start()
-    while relay.step():
-        pass
-    relay.close()
+    publish_all(settings, registry, batch_size=3)
 
     lines, stderr = run_subscriber(kafka_bootstrap, settings.kafka_topic, "--max-messages", "10")
 
@@ -182,11 +179,7 @@ def test_personal_data_on_request_and_the_chain_verifies(kafka_bootstrap, env_fo
     cid = personal_number(serial=801)
     registry.submit(register_command(cid))
     registry.submit(approve_command(cid))
-    relay = Relay(settings, registry)
-    relay.start()
-    while relay.step():
-        pass
-    relay.close()
+    publish_all(settings, registry)
 
     lines, _ = run_subscriber(kafka_bootstrap, settings.kafka_topic, "--group", unique("sub"),
                               "--show-personal-data", "--max-messages", "2")  # fmt: skip
@@ -306,34 +299,11 @@ def test_garbage_is_reported_dead_lettered_and_consumption_goes_on(kafka_bootstr
     assert reported[3] == f"undecodable {topic}/0/4: trailing bytes after the Avro body"
     assert len(reported) == 4
 
-    letters = read_all(kafka_bootstrap, dlq_topic, expect=4)
+    letters = read_topic(kafka_bootstrap, dlq_topic, expect=4, timeout=30)
     assert [letter.value for letter in letters] == garbage
     headers = [dict(letter.headers) for letter in letters]
     assert [h["dlq_source"].decode() for h in headers] == [f"{topic}/0/{i}" for i in (1, 2, 3, 4)]
     assert [h["dlq_reason"].decode() for h in headers] == [r.split(": ", 1)[1] for r in reported]
-
-
-def read_all(bootstrap: str, topic: str, expect: int) -> list[Any]:
-    """Every record of a topic, in offset order per partition, once `expect` have arrived."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
-                             enable_auto_commit=False)  # fmt: skip
-    try:
-        parts = wait_until(lambda: consumer.partitions_for_topic(topic), 30)
-        consumer.assign([TopicPartition(topic, p) for p in sorted(parts)])  # type: ignore[arg-type]
-        consumer.seek_to_beginning()
-        got: list[Any] = []
-
-        def more() -> bool:
-            for batch in consumer.poll(timeout_ms=200).values():
-                got.extend(batch)
-            return len(got) >= expect
-
-        wait_until(more, 30, every=0)
-        for batch in consumer.poll(timeout_ms=500).values():
-            got.extend(batch)
-        return got
-    finally:
-        consumer.close()
 
 
 def test_records_of_aborted_transactions_are_never_printed(kafka_bootstrap) -> None:
