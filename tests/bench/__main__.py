@@ -1,0 +1,143 @@
+"""`python -m tests.bench`: the command line, the phases in their order, the report at the end."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.bench.catchup import projector_catchup, relay_catchup
+from tests.bench.deployment import (
+    BenchError,
+    Deadline,
+    Deployment,
+    broker_address,
+    make_deployment,
+)
+from tests.bench.live import live_problems, live_run
+from tests.bench.report import git_commit, machine, save, table
+from tests.support.broker import running_broker
+from tests.support.factories import VN
+from tests.support.processes import ROOT
+
+BROKER_TIMEOUT_S = 180.0  # for each infra/kafka/broker.sh start or stop
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    var_dir = Path(os.environ.get("VAR_DIR", str(ROOT / "var"))).resolve()
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench",
+        description="N registrations through a fresh deployment (API, relay, embedded "
+        "projector), then relay and projector catch-up rates. Starts the Kafka broker if none "
+        "answers at KAFKA_BOOTSTRAP (and stops it afterwards).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("-n", "--count", type=_count, default=10000, help="registrations")
+    parser.add_argument("--concurrency", type=_positive, default=16, help="parallel requests")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole run")
+    parser.add_argument("--out", type=Path, default=var_dir / "bench.json", help="JSON result")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the deployment directory (kept on failure)"
+    )
+    parser.set_defaults(var_dir=var_dir)
+    return parser.parse_args(argv)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _count(text: str) -> int:
+    value = _positive(text)
+    if value > 1_000_000:
+        raise argparse.ArgumentTypeError("at most 1000000 (the serial part has 6 digits)")
+    return value
+
+
+def run_phases(
+    dep: Deployment,
+    args: argparse.Namespace,
+    deadline: Deadline,
+    results: dict[str, Any],
+    problems: list[str],
+) -> None:
+    """The live run; then, if everything was counted, the relay and projector catch-ups."""
+    print(f"deployment {dep.dir} (topic {dep.env['KAFKA_TOPIC']}, API :{dep.port})", flush=True)
+    live = live_run(dep, args, deadline)
+    results["live"] = live
+    problems += live_problems(live, args.count)
+    if not live["counted"] or not live["accepted"]:
+        return
+    n = live["accepted"]
+    catchup("relay", lambda: relay_catchup(dep, n, deadline), results, problems)
+    catchup("projector", lambda: projector_catchup(dep, n, deadline), results, problems)
+
+
+def catchup(
+    name: str, phase: Callable[[], dict[str, Any]], results: dict[str, Any], problems: list[str]
+) -> None:
+    print(f"{name} catch-up...", flush=True)
+    try:
+        results[name] = phase()
+    except BenchError as exc:
+        problems.append(str(exc))
+
+
+def run(args: argparse.Namespace, deadline: Deadline, results: dict[str, Any]) -> list[str]:
+    """A deployment on the broker (started if none answers), its phases; the problems seen."""
+    problems: list[str] = []
+    host, port = broker_address()
+    try:
+        with running_broker(args.var_dir, host, port, timeout=BROKER_TIMEOUT_S):
+            dep = make_deployment(args.var_dir)
+            results["deployment"] = str(dep.dir)
+            run_phases(dep, args, deadline, results, problems)
+            if not problems and not args.keep:
+                shutil.rmtree(dep.dir, ignore_errors=True)  # event store, chdb and logs
+    except (BenchError, httpx.HTTPError, subprocess.SubprocessError) as exc:
+        problems.append(f"{type(exc).__name__}: {exc}")
+    except KeyboardInterrupt:
+        problems.append("interrupted")
+    return problems
+
+
+def interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, interrupt)  # so that every `finally` stops its processes
+    deadline = Deadline(args.timeout)
+    results: dict[str, Any] = {
+        "started_at": datetime.now(VN).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "n": args.count,
+        "concurrency": args.concurrency,
+        "machine": machine(),
+    }
+    problems = run(args, deadline, results)
+    results["problems"], results["ok"] = problems, not problems
+    results["elapsed_s"] = args.timeout - deadline.remaining()
+    print("\n" + table(results))
+    save(results, args.out, args.var_dir / "bench-history.jsonl")
+    print(f"\nwritten: {args.out}")
+    for problem in problems:
+        print(f"PROBLEM: {problem}", file=sys.stderr)
+    return 0 if not problems else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""The bench's report: the machine it ran on, a table on stdout, the JSON result and its history."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.support.processes import ROOT
+
+
+def machine() -> dict[str, Any]:
+    """CPU count (usable by this process), Python, CPU model and kernel."""
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.partition(":")[2].strip()
+                break
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "kernel": platform.release(),
+    }
+
+
+def git_commit() -> str:
+    """`git describe --always --dirty` of the repository, or "" when git cannot tell."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=ROOT,
+            text=True,
+            capture_output=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip()
+
+
+def table(r: dict[str, Any]) -> str:
+    """The figures of a run as two aligned columns."""
+    rows = [*_live_rows(r), *_catchup_rows(r), *_run_rows(r)]
+    width = max(len(label) for label, _ in rows)
+    value_width = max(len(value) for _, value in rows)
+    return "\n".join(f"{label:<{width}}  {value:>{value_width}}" for label, value in rows)
+
+
+def _live_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    live = r.get("live", {})
+    fresh, feed = live.get("freshness", {}), live.get("feed", {})
+    p50, p99 = _ms(live.get("post_latency_p50_s")), _ms(live.get("post_latency_p99_s"))
+    return [
+        ("registrations (N)", _fmt(r["n"])),
+        ("concurrency", _fmt(r["concurrency"])),
+        ("accepted / failed", f"{_fmt(live.get('accepted'))} / {_fmt(live.get('failed'))}"),
+        ("commands/s (POST phase)", _fmt(live.get("commands_per_s"))),
+        ("POST latency p50 / p99 (ms)", f"{p50} / {p99}"),
+        ("time until all counted (s)", _fmt(live.get("until_counted_s"), 2)),
+        ("  of which after last POST (s)", _fmt(live.get("drain_after_posting_s"), 2)),
+        (
+            "freshness p50 / p99 (s)",
+            f"{_fmt(fresh.get('p50_s'), 3)} / {_fmt(fresh.get('p99_s'), 3)}",
+        ),
+        (
+            "POST -> live feed p50 / max (s), idle",
+            f"{_fmt(feed.get('p50_s'), 3)} / {_fmt(feed.get('max_s'), 3)}",
+        ),
+    ]
+
+
+def _catchup_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    relay, proj = r.get("relay", {}), r.get("projector", {})
+    after_startup = _fmt(relay.get("events_per_s_after_startup"))
+    batches = _fmt(proj.get("events_per_s_between_batches"))
+    return [
+        ("relay events/s (catch-up)", _fmt(relay.get("events_per_s"))),
+        ("  after start-up / start-up (s)", f"{after_startup} / {_fmt(relay.get('startup_s'), 2)}"),
+        ("projector events/s (catch-up)", _fmt(proj.get("events_per_s"))),
+        (
+            "  first..last batch / first batch (s)",
+            f"{batches} / {_fmt(proj.get('first_batch_s'), 2)}",
+        ),
+    ]
+
+
+def _run_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    m = r["machine"]
+    return [
+        ("machine", f"nproc {m['nproc']}, Python {m['python']}"),
+        ("result", "OK" if r["ok"] else "FAILED"),
+    ]
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f}"
+
+
+def save(r: dict[str, Any], out: Path, history: Path) -> None:
+    """The result as JSON in `out` (replaced) and as one more line of `history`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(r, indent=2, default=str) + "\n")
+    history.parent.mkdir(parents=True, exist_ok=True)
+    with history.open("a") as f:
+        f.write(json.dumps(r, default=str) + "\n")
