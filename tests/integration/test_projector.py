@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 import subprocess
 from datetime import UTC, datetime
@@ -11,10 +10,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from projections.audit import AuditTrail
-from projections.clickhouse import LockedClient, connect
 from projections.rebuild import rebuild
-from projections.runner import Projector
 from services.kafka import TopicChangedError, ensure_topic
 from services.registry.application import Registry
 from services.settings import Settings
@@ -22,20 +18,8 @@ from tests.support.environment import unique
 from tests.support.factories import approve_command, personal_number, register_command
 from tests.support.kafka import projector_lag, publish_all
 from tests.support.processes import python_process
+from tests.support.read_models import projector_for, run_until
 from tests.support.waiting import wait_until
-
-
-def projector_for(settings: Settings, chdb_url: str) -> Projector:
-    settings = dataclasses.replace(settings, clickhouse_url=chdb_url)
-    trail = AuditTrail(LockedClient(connect(chdb_url, settings.clickhouse_database)),
-                       settings.clickhouse_database)  # fmt: skip
-    projector = Projector(settings, trail)
-    projector.start()
-    return projector
-
-
-def run_until(projector: Projector, stored: int) -> None:
-    wait_until(lambda: projector.step() is not None and projector.stored >= stored, 60, every=0)
 
 
 def test_history_and_hourly_counts_come_from_the_stream(kafka_bootstrap, env_for, chdb_url) -> None:
