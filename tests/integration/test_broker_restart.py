@@ -44,8 +44,8 @@ def test_relay_and_projector_carry_on_across_a_broker_restart(broker, env_for, t
     def write(start: int, stop: int) -> None:
         for i in range(start, stop):
             cid = personal_number(serial=i)
-            registry.submit(register_command(cid))
-            registry.submit(approve_command(cid))
+            registry.handle(register_command(cid))
+            registry.handle(approve_command(cid))
 
     write(0, 100)
     relay = python_process(["-m", "services.relay", "--batch-size", "20"], env)

@@ -24,8 +24,8 @@ def test_every_event_is_published_in_order_keyed_by_pseudonym(kafka_bootstrap, e
     registry = Registry(settings)
     citizens = [personal_number(serial=i) for i in range(20)]
     for cid in citizens:
-        registry.submit(register_command(cid))
-        registry.submit(approve_command(cid))
+        registry.handle(register_command(cid))
+        registry.handle(approve_command(cid))
     publish_all(settings, registry, batch_size=7)
 
     records = read_topic(kafka_bootstrap, settings.kafka_topic, 40)
@@ -54,8 +54,8 @@ def test_relay_killed_mid_stream_resumes_without_gap_or_duplicate(kafka_bootstra
     def write() -> None:
         for i in range(total // 2):
             cid = personal_number(serial=i)
-            registry.submit(register_command(cid))
-            registry.submit(approve_command(cid))
+            registry.handle(register_command(cid))
+            registry.handle(approve_command(cid))
         written.set()
 
     writer = threading.Thread(target=write)
@@ -66,11 +66,16 @@ def test_relay_killed_mid_stream_resumes_without_gap_or_duplicate(kafka_bootstra
         consumer = KafkaConsumer(
             bootstrap_servers=kafka_bootstrap, isolation_level="read_committed"
         )
+        killed_at: list[int] = []
         for _ in range(2):
-            wait_until(lambda: _committed_count(consumer, settings.kafka_topic) >= 100, 60)
+            # Each kill lands after the restarted relay published 100 more, mid-stream.
+            floor = (killed_at[-1] if killed_at else 0) + 100
+            wait_until(lambda: _committed_count(consumer, settings.kafka_topic) >= floor, 60)  # noqa: B023
             relay.send_signal(signal.SIGKILL)
             relay.wait(10)
+            killed_at.append(_committed_count(consumer, settings.kafka_topic))
             relay = python_process(["-m", "services.relay", "--batch-size", "20"], env)
+        assert killed_at[0] < killed_at[1] < total, killed_at  # both kills mid-stream
         consumer.close()
         writer.join(120)
         assert written.is_set()
@@ -109,7 +114,7 @@ def test_relay_refuses_a_store_that_is_behind_its_topic(kafka_bootstrap, env_for
     env = env_for()
     first = Registry(Settings.from_env(env))
     for _ in range(3):
-        first.submit(register_command())
+        first.handle(register_command())
     publish_all(Settings.from_env(env), first)
     # A fresh, empty store (as if var/events.sqlite had been deleted), the same topic.
     replaced = env_for(KAFKA_TOPIC=env["KAFKA_TOPIC"], VAR_DIR=str(tmp_path / "replaced"))

@@ -149,8 +149,8 @@ def test_subscriber_decodes_what_the_relay_published(kafka_bootstrap, env_for) -
     registry = Registry(settings)
     citizens = [personal_number(serial=700 + i) for i in range(5)]
     for cid in citizens:
-        registry.submit(register_command(cid))
-        registry.submit(approve_command(cid))
+        registry.handle(register_command(cid))
+        registry.handle(approve_command(cid))
     publish_all(settings, registry, batch_size=3)
 
     lines, stderr = run_subscriber(kafka_bootstrap, settings.kafka_topic, "--max-messages", "10")
@@ -177,8 +177,8 @@ def test_personal_data_on_request_and_the_chain_verifies(kafka_bootstrap, env_fo
     settings = Settings.from_env(env_for())
     registry = Registry(settings)
     cid = personal_number(serial=801)
-    registry.submit(register_command(cid))
-    registry.submit(approve_command(cid))
+    registry.handle(register_command(cid))
+    registry.handle(approve_command(cid))
     publish_all(settings, registry)
 
     lines, _ = run_subscriber(kafka_bootstrap, settings.kafka_topic, "--group", unique("sub"),
