@@ -9,6 +9,7 @@ REGISTRATION_RECEIVED = "registration_received"
 REGISTRATION_DECIDED = "registration_decided"
 ACCOUNT_ACTIVATED = "account_activated"
 STATUS_CHANGED = "status_changed"
+PERSONAL_DATA_ERASED = "personal_data_erased"  # the citizen's data key was destroyed
 HISTORY_READ = "history_read"  # an access record: about an account, not part of its history
 
 # public event type -> Avro payload record name
@@ -17,5 +18,6 @@ PAYLOAD_RECORDS: dict[str, str] = {
     REGISTRATION_DECIDED: "RegistrationDecided",
     ACCOUNT_ACTIVATED: "AccountActivated",
     STATUS_CHANGED: "StatusChanged",
+    PERSONAL_DATA_ERASED: "PersonalDataErased",
     HISTORY_READ: "HistoryRead",
 }

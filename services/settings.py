@@ -28,6 +28,8 @@ class Settings:
     api_host: str
     api_port: int
     pseudonym_secret: bytes
+    kek_file: Path  # the key-encryption key (32 bytes); a KMS/HSM holds it in production
+    key_store: Path  # the per-citizen data keys, wrapped by the KEK
     auth_tokens: Mapping[str, str] = field(default_factory=dict)  # token -> role
     campaign_start: datetime = datetime.fromisoformat("2022-01-01T00:00:00+07:00")
     max_future_seconds: int = 300
@@ -67,6 +69,8 @@ class Settings:
             api_host=env.get("API_HOST", "127.0.0.1"),
             api_port=int(env.get("API_PORT", "8060")),
             pseudonym_secret=_pseudonym_secret(env, var_dir),
+            kek_file=Path(env.get("KEK_FILE", str(var_dir / "keys" / "kek"))),
+            key_store=Path(env.get("KEY_STORE", str(var_dir / "keys" / "data_keys.sqlite"))),
             auth_tokens=parse_auth_tokens(env.get("AUTH_TOKENS", "")),
             campaign_start=_vietnam_time(env.get("CAMPAIGN_START", "2022-01-01T00:00:00+07:00")),
             ready_stuck_seconds=float(env.get("READY_STUCK_SECONDS", "30")),

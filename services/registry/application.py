@@ -5,13 +5,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
-from services.registry.commands import AccountCommand, AccountNotFoundError, Command, SetTarget
+from services.registry.commands import (
+    AccountCommand,
+    AccountNotFoundError,
+    Command,
+    EraseCitizen,
+    SetTarget,
+)
 from services.registry.domain import (
     AccessRecord,
     Account,
@@ -21,6 +28,7 @@ from services.registry.domain import (
 )
 from services.registry.identity import account_id, command_uuid
 from services.registry.publication import TopicPublication
+from services.registry.sealing import KeyStore, Sealer, load_kek, store_cipher_env
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,6 +67,7 @@ class _Pending:
 
     aggregates: dict[UUID, Any] = field(default_factory=dict)
     receipts: dict[UUID, CommandReceipt] = field(default_factory=dict)
+    erased: set[UUID] = field(default_factory=set)  # accounts whose data keys go once saved
 
 
 class Registry(Application[UUID]):
@@ -68,7 +77,18 @@ class Registry(Application[UUID]):
 
     def __init__(self, settings: Settings) -> None:
         self._secret = settings.pseudonym_secret
-        super().__init__(env=settings.eventsourcing_env())
+        kek = load_kek(settings.kek_file, settings.key_store, settings.sqlite_path)
+        self.keys = KeyStore(settings.key_store, kek)
+        self.sealer = Sealer(self.keys)
+        super().__init__(env={**settings.eventsourcing_env(), **store_cipher_env(kek)})
+
+    def close(self) -> None:
+        super().close()
+        self.keys.close()
+
+    def reveal(self, account_id: UUID, value: str) -> str:
+        """A sealed personal field in clear (for the recorded reads that may), or "[erased]"."""
+        return self.sealer.open(account_id, value)
 
     def account_id(self, citizen_id: str) -> UUID:
         return account_id(citizen_id, self._secret)
@@ -89,13 +109,13 @@ class Registry(Application[UUID]):
         for _ in range(MAX_ATTEMPTS):
             pending = _Pending()
             outcome = self._apply(command, pending)
-            if outcome.duplicate:
-                return outcome
-            try:
-                self.save(*pending.aggregates.values(), *pending.receipts.values())
-            except IntegrityError:
-                log.info("conflict on command %s, retrying", command.command_id)
-                continue
+            if not outcome.duplicate:
+                try:
+                    self.save(*pending.aggregates.values(), *pending.receipts.values())
+                except IntegrityError:
+                    log.info("conflict on command %s, retrying", command.command_id)
+                    continue
+            self._shred(pending)
             return outcome
         raise ConcurrencyError("the account changed concurrently too many times")
 
@@ -113,28 +133,37 @@ class Registry(Application[UUID]):
                 results.append(self._apply(command, pending))
             except REFUSALS as exc:
                 results.append(exc)
-        if not pending.receipts:
-            return results
-        try:
-            self.save(*pending.aggregates.values(), *pending.receipts.values())
-        except IntegrityError:
-            log.info("batch of %d conflicted, handling one by one", len(commands))
-            return [self._handle_or_error(command) for command in commands]
+        if pending.receipts:
+            try:
+                self.save(*pending.aggregates.values(), *pending.receipts.values())
+            except IntegrityError:
+                log.info("batch of %d conflicted, handling one by one", len(commands))
+                return [self._handle_or_error(command) for command in commands]
+        self._shred(pending)
         return results
+
+    def _shred(self, pending: _Pending) -> None:
+        """Destroy the data keys of accounts whose erasure is recorded (crypto-shredding)."""
+        for agg_id in pending.erased:
+            account = pending.aggregates.get(agg_id) or self._get(agg_id)
+            if account is not None and account.erased:
+                self.keys.destroy(agg_id)
 
     def _apply(self, command: Command, pending: _Pending) -> Outcome:
         """Apply `command` to its aggregate (as changed by `pending`), adding its receipt; the
         first outcome again if the command was already persisted or is pending."""
         receipt_id = command_uuid(command.command_id)
-        digest = command.digest()
+        digest = command.digest(self._secret)
+        agg_id = self.aggregate_id(command)
+        if isinstance(command, EraseCitizen):
+            pending.erased.add(agg_id)  # destroyed after the save, again for a resend
         earlier = pending.receipts.get(receipt_id) or self._receipt(receipt_id)
         if earlier is not None:
             if earlier.digest != digest:
                 raise CommandReuseError("command_id was already used for another command")
             return Outcome(earlier.result, duplicate=True)
-        agg_id = self.aggregate_id(command)
         current = pending.aggregates[agg_id] if agg_id in pending.aggregates else self._get(agg_id)
-        aggregate = command.apply(current, agg_id)
+        aggregate = command.apply(current, agg_id, partial(self.sealer.seal, agg_id))
         outcome = Outcome(command.result(aggregate))
         pending.aggregates[agg_id] = aggregate
         pending.receipts[receipt_id] = CommandReceipt.record(receipt_id, digest, outcome.body)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from uuid import UUID
@@ -12,6 +14,9 @@ import orjson
 
 from services.registry.domain import Account, CommuneTarget
 from services.registry.identity import event_id
+
+Seal = Callable[[str], str]  # seals one personal field for the command's account
+PERSONAL = ("full_name", "date_of_birth", "sex")  # registration fields sealed per citizen
 
 
 class AccountNotFoundError(LookupError):
@@ -25,16 +30,19 @@ class Command:
     kind: ClassVar[str] = ""
     command_id: str
 
-    def digest(self) -> str:
-        """A fingerprint of what the command asks, to tell a resend from a reused id."""
+    def digest(self, key: bytes) -> str:
+        """A keyed fingerprint of what the command asks, to tell a resend from a reused id
+        (keyed: a plain hash of personal fields could be reversed by guessing them)."""
         body = dataclasses.asdict(self)
         body.pop("command_id")
         body["kind"] = self.kind
-        return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        return hmac.new(key, canonical, hashlib.sha256).hexdigest()
 
-    def apply(self, aggregate: Any, aggregate_id: UUID) -> Any:
+    def apply(self, aggregate: Any, aggregate_id: UUID, seal: Seal) -> Any:
         """The aggregate (None if it does not exist yet) with the command's new event pending;
-        a domain error if the aggregate's history refuses it."""
+        a domain error if the aggregate's history refuses it. `seal` seals a personal field
+        for this aggregate: no clear personal value enters an event."""
         raise NotImplementedError
 
     def result(self, aggregate: Any) -> dict[str, Any]:
@@ -51,13 +59,14 @@ class AccountCommand(Command):
 
     citizen_id: str
 
-    def apply(self, aggregate: Account | None, aggregate_id: UUID) -> Account:
+    def apply(self, aggregate: Account | None, aggregate_id: UUID, seal: Seal) -> Account:
         if aggregate is None:
             raise AccountNotFoundError("no registration is recorded for this citizen")
-        self.record_on(aggregate)
+        aggregate.check_not_erased()
+        self.record_on(aggregate, seal)
         return aggregate
 
-    def record_on(self, account: Account) -> None:
+    def record_on(self, account: Account, seal: Seal) -> None:
         """Record the command's event on an existing account."""
         raise NotImplementedError
 
@@ -84,21 +93,23 @@ class RegisterCitizen(AccountCommand):
     phone: str
     captured_at: str
 
-    def registration(self) -> dict[str, Any]:
+    def registration(self, seal: Seal) -> dict[str, Any]:
+        """Where, with what and by whom in clear; who (name, birth date, sex) sealed."""
         body = dataclasses.asdict(self)
-        for name in ("command_id", "citizen_id", "captured_at"):
+        for name in ("command_id", "citizen_id", "captured_at", *PERSONAL):
             body.pop(name)
-        return body
+        return {**{f"sealed_{name}": seal(getattr(self, name)) for name in PERSONAL}, **body}
 
-    def apply(self, aggregate: Account | None, aggregate_id: UUID) -> Account:
+    def apply(self, aggregate: Account | None, aggregate_id: UUID, seal: Seal) -> Account:
         if aggregate is None:
             return Account.open(
                 account_id=aggregate_id,
-                citizen_id=self.citizen_id,
-                registration=self.registration(),
+                sealed_citizen_id=seal(self.citizen_id),
+                registration=self.registration(seal),
                 occurred_at=self.captured_at,
             )
-        aggregate.register_again(self.registration(), self.captured_at)
+        aggregate.check_not_erased()
+        aggregate.register_again(self.registration(seal), self.captured_at)
         return aggregate
 
 
@@ -109,8 +120,8 @@ class DecideRegistration(AccountCommand):
     reason: str
     decided_at: str
 
-    def record_on(self, account: Account) -> None:
-        account.decide(self.decision, self.reason, self.decided_at)
+    def record_on(self, account: Account, seal: Seal) -> None:
+        account.decide(self.decision, seal(self.reason), self.decided_at)
 
 
 @dataclass(frozen=True)
@@ -119,7 +130,7 @@ class ActivateAccount(AccountCommand):
     method: str
     activated_at: str
 
-    def record_on(self, account: Account) -> None:
+    def record_on(self, account: Account, seal: Seal) -> None:
         account.activate(self.method, self.activated_at)
 
 
@@ -131,8 +142,27 @@ class ChangeStatus(AccountCommand):
     source: str
     effective_at: str
 
-    def record_on(self, account: Account) -> None:
-        account.change_status(self.status, self.reason, self.source, self.effective_at)
+    def record_on(self, account: Account, seal: Seal) -> None:
+        account.change_status(self.status, seal(self.reason), self.source, self.effective_at)
+
+
+@dataclass(frozen=True)
+class EraseCitizen(AccountCommand):
+    """Erase the citizen's personal data (crypto-shredding), for a stated legal basis."""
+
+    kind: ClassVar[str] = "erasure"
+    legal_basis: str
+    reference: str
+    requested_at: str
+
+    def apply(self, aggregate: Account | None, aggregate_id: UUID, seal: Seal) -> Account:
+        if aggregate is None:
+            raise AccountNotFoundError("no registration is recorded for this citizen")
+        aggregate.erase(self.legal_basis, self.reference, self.requested_at)
+        return aggregate
+
+    def result(self, aggregate: Account) -> dict[str, Any]:
+        return {**super().result(aggregate), "erased": True}
 
 
 @dataclass(frozen=True)
@@ -146,7 +176,9 @@ class SetTarget(Command):
     target: int
     deadline: str
 
-    def apply(self, aggregate: CommuneTarget | None, aggregate_id: UUID) -> CommuneTarget:
+    def apply(
+        self, aggregate: CommuneTarget | None, aggregate_id: UUID, seal: Seal
+    ) -> CommuneTarget:
         if aggregate is None:
             return CommuneTarget.set(
                 self.commune_code, self.province_code, self.metric, self.target, self.deadline

@@ -51,6 +51,11 @@ CITIZEN_TRANSITIONS: dict[tuple[str, str], str] = {
     ("returned", ABSENT): NORMAL,
 }
 
+# Erasure rule (see README): the record of an account in use (activated or locked) is kept,
+# since the identity it backs must stay verifiable; revoke it first. Every other state may be
+# erased when the legal basis applies.
+ERASURE_REFUSED = frozenset({ACTIVATED, LOCKED})
+
 ACCOUNT_STATUS_ACTIONS = {"locked": "lock", "unlocked": "unlock", "revoked": "revoke"}
 CITIZEN_STATUSES = {"deceased", "emigrated", "absent", "returned"}
 STATUS_VALUES = frozenset(ACCOUNT_STATUS_ACTIONS) | CITIZEN_STATUSES
@@ -107,9 +112,14 @@ class Account(Aggregate):
 
     @event("RegistrationReceived")
     def __init__(
-        self, citizen_id: str, registration: dict[str, Any], occurred_at: str, link: dict[str, str]
+        self,
+        sealed_citizen_id: str,
+        registration: dict[str, Any],
+        occurred_at: str,
+        link: dict[str, str],
     ) -> None:
-        self.citizen_id = citizen_id
+        self.sealed_citizen_id = sealed_citizen_id  # personal fields are sealed (sealing.py)
+        self.erased = False
         self.state = RECEIVED
         self.citizen_status = NORMAL
         self.attempts = 1
@@ -123,7 +133,11 @@ class Account(Aggregate):
 
     @classmethod
     def open(
-        cls, account_id: UUID, citizen_id: str, registration: dict[str, Any], occurred_at: str
+        cls,
+        account_id: UUID,
+        sealed_citizen_id: str,
+        registration: dict[str, Any],
+        occurred_at: str,
     ) -> Account:
         """A new account, under the id derived from the citizen's personal number."""
         payload = _registration_payload(registration, attempt=1)
@@ -133,7 +147,7 @@ class Account(Aggregate):
         return cls._create(
             cls.RegistrationReceived,  # type: ignore[attr-defined]
             id=account_id,
-            citizen_id=citizen_id,
+            sealed_citizen_id=sealed_citizen_id,
             registration=registration,
             occurred_at=occurred_at,
             link=link,
@@ -152,7 +166,7 @@ class Account(Aggregate):
     def subject(self) -> dict[str, str]:
         """Who and where: carried on every event so that readers need no lookups."""
         return {
-            "citizen_id": self.citizen_id,
+            "sealed_citizen_id": self.sealed_citizen_id,
             "commune_code": self.commune_code,
             "province_code": self.province_code,
         }
@@ -160,7 +174,7 @@ class Account(Aggregate):
     def register_again(self, registration: dict[str, Any], occurred_at: str) -> None:
         next_account_state("register", self.state, self.citizen_status)
         subject = {
-            "citizen_id": self.citizen_id,
+            "sealed_citizen_id": self.sealed_citizen_id,
             "commune_code": registration["commune_code"],
             "province_code": registration["province_code"],
         }
@@ -183,19 +197,19 @@ class Account(Aggregate):
         self.attempts = attempt
         self._take(registration)
 
-    def decide(self, decision: str, reason: str, occurred_at: str) -> None:
+    def decide(self, decision: str, sealed_reason: str, occurred_at: str) -> None:
         action = "approve" if decision == "approved" else "reject"
         next_account_state(action, self.state, self.citizen_status)
-        payload = {"decision": decision, "reason": reason}
+        payload = {"decision": decision, "sealed_reason": sealed_reason}
         link = self._next_link(types.REGISTRATION_DECIDED, occurred_at, self.subject(), payload)
-        self._registration_decided(self.subject(), decision, reason, occurred_at, link)
+        self._registration_decided(self.subject(), decision, sealed_reason, occurred_at, link)
 
     @event("RegistrationDecided")
     def _registration_decided(
         self,
         subject: dict[str, str],
         decision: str,
-        reason: str,
+        sealed_reason: str,
         occurred_at: str,
         link: dict[str, str],
     ) -> None:
@@ -216,7 +230,7 @@ class Account(Aggregate):
         self.last_hash = link["hash"]
         self.state = ACTIVATED
 
-    def change_status(self, status: str, reason: str, source: str, occurred_at: str) -> None:
+    def change_status(self, status: str, sealed_reason: str, source: str, occurred_at: str) -> None:
         if status in ACCOUNT_STATUS_ACTIONS:
             action = ACCOUNT_STATUS_ACTIONS[status]
             new_state = next_account_state(action, self.state, self.citizen_status)
@@ -228,7 +242,7 @@ class Account(Aggregate):
             raise ValueError(f"unknown status {status!r}")
         payload = {
             "status": status,
-            "reason": reason,
+            "sealed_reason": sealed_reason,
             "source": source,
             "account_state": new_state,
             "citizen_status": new_citizen_status,
@@ -237,7 +251,7 @@ class Account(Aggregate):
         self._status_changed(
             self.subject(),
             status,
-            reason,
+            sealed_reason,
             source,
             occurred_at,
             new_state,
@@ -250,7 +264,7 @@ class Account(Aggregate):
         self,
         subject: dict[str, str],
         status: str,
-        reason: str,
+        sealed_reason: str,
         source: str,
         occurred_at: str,
         account_state: str,
@@ -260,6 +274,43 @@ class Account(Aggregate):
         self.last_hash = link["hash"]
         self.state = account_state
         self.citizen_status = citizen_status
+
+    def erase(self, legal_basis: str, reference: str, occurred_at: str) -> bool:
+        """Record that this citizen's personal data is erased (its data key is then destroyed);
+        False if it already was. An account in use keeps its record: see ERASURE_REFUSED."""
+        if self.erased:
+            return False
+        if self.state in ERASURE_REFUSED:
+            raise RuleViolationError(
+                "record_must_be_kept",
+                f"personal data of an account that is {self.state} is kept while it is in use; "
+                "revoke the account first",
+                {"account_state": self.state, "citizen_status": self.citizen_status},
+            )
+        payload = {"legal_basis": legal_basis, "reference": reference}
+        link = self._next_link(types.PERSONAL_DATA_ERASED, occurred_at, self.subject(), payload)
+        self._personal_data_erased(self.subject(), legal_basis, reference, occurred_at, link)
+        return True
+
+    @event("PersonalDataErased")
+    def _personal_data_erased(
+        self,
+        subject: dict[str, str],
+        legal_basis: str,
+        reference: str,
+        occurred_at: str,
+        link: dict[str, str],
+    ) -> None:
+        self.last_hash = link["hash"]
+        self.erased = True
+
+    def check_not_erased(self) -> None:
+        if self.erased:
+            raise RuleViolationError(
+                "personal_data_erased",
+                "this citizen's personal data was erased; the account takes no more commands",
+                {"account_state": self.state, "citizen_status": self.citizen_status},
+            )
 
 
 def _registration_payload(registration: dict[str, Any], attempt: int) -> dict[str, Any]:

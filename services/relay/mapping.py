@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from eventsourcing.utils import get_topic
@@ -20,6 +20,7 @@ _PUBLIC: dict[type, str] = {
     Account.RegistrationDecided: types.REGISTRATION_DECIDED,  # type: ignore[attr-defined]
     Account.AccountActivated: types.ACCOUNT_ACTIVATED,  # type: ignore[attr-defined]
     Account.StatusChanged: types.STATUS_CHANGED,  # type: ignore[attr-defined]
+    Account.PersonalDataErased: types.PERSONAL_DATA_ERASED,  # type: ignore[attr-defined]
     AccessRecord.HistoryRead: types.HISTORY_READ,  # type: ignore[attr-defined]
 }
 
@@ -31,9 +32,9 @@ def _payload(event: Any, event_type: str) -> dict[str, Any]:
     if event_type == types.REGISTRATION_RECEIVED:
         reg = event.registration
         return {
-            "full_name": reg["full_name"],
-            "date_of_birth": date.fromisoformat(reg["date_of_birth"]),
-            "sex": reg["sex"],
+            "sealed_full_name": reg["sealed_full_name"],
+            "sealed_date_of_birth": reg["sealed_date_of_birth"],
+            "sealed_sex": reg["sealed_sex"],
             "station_id": reg["station_id"],
             "device_id": reg["device_id"],
             "operator_id": reg["operator_id"],
@@ -42,9 +43,11 @@ def _payload(event: Any, event_type: str) -> dict[str, Any]:
             "attempt": getattr(event, "attempt", 1),
         }
     if event_type == types.REGISTRATION_DECIDED:
-        return {"decision": event.decision, "reason": event.reason}
+        return {"decision": event.decision, "sealed_reason": event.sealed_reason}
     if event_type == types.ACCOUNT_ACTIVATED:
         return {"method": event.method}
+    if event_type == types.PERSONAL_DATA_ERASED:
+        return {"legal_basis": event.legal_basis, "reference": event.reference}
     if event_type == types.HISTORY_READ:
         return {
             "actor": event.actor,
@@ -54,7 +57,7 @@ def _payload(event: Any, event_type: str) -> dict[str, Any]:
         }
     return {
         "status": event.status,
-        "reason": event.reason,
+        "sealed_reason": event.sealed_reason,
         "source": event.source,
         "account_state": event.account_state,
         "citizen_status": event.citizen_status,
@@ -67,7 +70,7 @@ def _subject(event: Any) -> dict[str, str]:
     # The created event holds the citizen and the registration it came from.
     reg = event.registration
     return {
-        "citizen_id": event.citizen_id,
+        "sealed_citizen_id": event.sealed_citizen_id,
         "commune_code": reg["commune_code"],
         "province_code": reg["province_code"],
     }
@@ -94,7 +97,7 @@ def to_record(event: Any, position: int) -> dict[str, Any]:
         record.update(
             account_id=event.account_id,
             sequence=0,
-            citizen_id="",
+            sealed_citizen_id="",
             previous_hash="",
             hash="",
         )
@@ -102,7 +105,7 @@ def to_record(event: Any, position: int) -> dict[str, Any]:
         record.update(
             account_id=str(event.originator_id),
             sequence=event.originator_version,
-            citizen_id=subject["citizen_id"],
+            sealed_citizen_id=subject["sealed_citizen_id"],
             previous_hash=event.link["previous_hash"],
             hash=event.link["hash"],
         )
