@@ -195,9 +195,24 @@ class Registry(Application[UUID]):
         self, account: Account, actor: str, role: str, purpose: str, scope: str
     ) -> AccessRecord:
         """Record that `actor` read this account's `scope` (history or state), and why."""
+        place = {"commune_code": account.commune_code, "province_code": account.province_code}
+        return self.record_access_to(account.id, place, actor, role, purpose, scope)
+
+    def record_access_to(
+        self,
+        account_id: UUID,
+        place: dict[str, str],
+        actor: str,
+        role: str,
+        purpose: str,
+        scope: str,
+    ) -> AccessRecord:
+        """Record a read of the account `account_id` (commune_code and province_code in
+        `place`): also when there is no such account, so that probing leaves a trace."""
         record = AccessRecord(
-            account_id=str(account.id),
-            subject={"commune_code": account.commune_code, "province_code": account.province_code},
+            account_id=str(account_id),
+            subject={"commune_code": place["commune_code"],
+                     "province_code": place["province_code"]},
             actor=actor, role=role, purpose=purpose, scope=scope,
             occurred_at=datetime.now(UTC).isoformat(),
         )  # fmt: skip
