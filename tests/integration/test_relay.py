@@ -38,7 +38,8 @@ def test_every_event_is_published_in_order_keyed_by_pseudonym(kafka_bootstrap, e
         assert record.key.decode() == str(event["account_id"])
         assert headers["event_type"].decode() == event["event_type"]
         assert headers["event_id"].decode() == str(event["event_id"])
-        assert event["citizen_id"].encode() not in record.key
+        assert not any(c.encode() in record.key or c.encode() in record.value for c in citizens)
+        assert event["sealed_citizen_id"].startswith("sealed:v1:")
         by_account[record.key.decode()].append(event["sequence"])
     assert all(seqs == [1, 2] for seqs in by_account.values())
     assert {str(registry.account_id(c)) for c in citizens} == set(by_account)

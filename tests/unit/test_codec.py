@@ -27,12 +27,12 @@ def record(**overrides: object) -> dict[str, object]:
     base: dict[str, object] = {
         "event_id": str(uuid.uuid4()), "event_type": "registration_decided",
         "account_id": str(uuid.uuid4()), "sequence": 2, "position": 7,
-        "citizen_id": "056090001234",
+        "sealed_citizen_id": "sealed:v1:AAAA",
         "occurred_at": datetime(2023, 6, 27, 2, 0, tzinfo=UTC),
         "recorded_at": datetime(2023, 6, 27, 2, 0, 1, tzinfo=UTC),
         "province_code": "56", "commune_code": "22420",
         "previous_hash": "0" * 64, "hash": "a" * 64,
-        "payload": (NS + "RegistrationDecided", {"decision": "approved", "reason": ""}),
+        "payload": (NS + "RegistrationDecided", {"decision": "approved", "sealed_reason": ""}),
     }  # fmt: skip
     base.update(overrides)
     return base
@@ -52,7 +52,7 @@ texts = st.text(max_size=40)
 def test_round_trip_keeps_every_field(name: str, reason: str, seq: int) -> None:
     codec = citizen_event_codec()
     payload = {
-        "full_name": name, "date_of_birth": date(1990, 5, 1), "sex": "male",
+        "sealed_full_name": name, "sealed_date_of_birth": "sealed:v1:x", "sealed_sex": "s",
         "station_id": "s", "device_id": "d", "operator_id": "o", "channel": "station",
         "phone": "none", "attempt": 1,
     }  # fmt: skip
@@ -83,8 +83,8 @@ def test_wrong_type_cannot_be_encoded() -> None:
 
 
 def test_reader_of_older_schema_decodes_newer_writer(tmp_path: Path) -> None:
-    old = load_schema(Path("schemas/citizen_event.v1.avsc"))
-    newer_json = json.loads(Path("schemas/citizen_event.v1.avsc").read_text())
+    old = load_schema(Path("schemas/citizen_event.v2.avsc"))
+    newer_json = json.loads(Path("schemas/citizen_event.v2.avsc").read_text())
     newer_json["fields"].append({"name": "note", "type": ["null", "string"], "default": None})
     newer = load_schema_from(newer_json, tmp_path)
     writer = AvroCodec(writer=newer, known=[old])
@@ -98,3 +98,22 @@ def load_schema_from(schema: dict[str, object], tmp_path: Path) -> dict[str, obj
     path = tmp_path / "newer.avsc"
     path.write_text(json.dumps(schema))
     return load_schema(path)
+
+
+def test_the_v2_reader_resolves_v1_records_without_their_clear_personal_fields() -> None:
+    v1 = load_schema(Path("schemas/citizen_event.v1.avsc"))
+    clear = {
+        "full_name": "Nguyễn Thị Lan", "date_of_birth": date(1990, 5, 1), "sex": "female",
+        "station_id": "s", "device_id": "d", "operator_id": "o", "channel": "station",
+        "phone": "none", "attempt": 1,
+    }  # fmt: skip
+    old = {**record(payload=(NS + "RegistrationReceived", clear)), "citizen_id": "056190001234"}
+    del old["sealed_citizen_id"]
+    data = AvroCodec(writer=v1, known=[]).encode(old)
+
+    decoded = citizen_event_codec().decode(data)
+
+    assert decoded["sealed_citizen_id"] == ""
+    assert "citizen_id" not in decoded
+    assert decoded["payload"]["sealed_full_name"] == ""
+    assert "Nguyễn" not in json.dumps(decoded, default=str, ensure_ascii=False)
