@@ -10,7 +10,7 @@ from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.api.deps import READ, backbone_of
+from services.api.deps import FEED, backbone_of
 from services.api.responses import OrjsonResponse
 from services.settings import Settings
 
@@ -181,9 +181,10 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-@router.get("/v1/feed", dependencies=[READ])
+@router.get("/v1/feed", dependencies=[FEED])
 async def feed(request: Request) -> StreamingResponse:
-    """Server-sent events: one `counts` event per stored batch (token may be ?token=)."""
+    """Server-sent events: one `counts` event per stored batch. The token may come as
+    `?token=` here (EventSource cannot send headers), and on no other endpoint."""
     return StreamingResponse(
         backbone_of(request).feed.stream(),
         media_type="text/event-stream",
