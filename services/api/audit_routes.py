@@ -1,67 +1,92 @@
-"""Auditor and admin reads of personal history: every read is recorded before it is answered."""
+"""Auditor and admin reads of personal history: every read is recorded before it is answered.
+
+The personal number travels in the JSON body, never in a URL (URLs end up in proxy and
+browser logs); the retired GET paths that carried it answer 410.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
+from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
 
 from projections.audit import verify_history
-from services.api.deps import ADMIN, AUDIT, PersonalNumberPath, aware, backbone_of
+from services.api.deps import ADMIN, AUDIT, aware, backbone_of, gone
 from services.api.errors import ApiError
+from services.api.models import HistoryIn, StateIn
+from services.registry.application import Registry
 from services.registry.domain import Account
 
-Purpose = Annotated[str, Query(min_length=3, max_length=200, description="why the data is read")]
+# The personal fields an event's payload holds sealed (`sealed_<name>`), shown in clear to the
+# auditor beside the sealed value.
+PERSONAL_FIELDS = ("full_name", "date_of_birth", "sex", "reason")
 
 router = APIRouter()
 
 
 def _audited_account(request: Request, citizen_id: str, purpose: str, scope: str) -> Account:
-    """The citizen's account, after recording this read of it; 404 if there is none."""
+    """The citizen's account, after recording this read of it; 404 if there is none.
+
+    A read of a number with no account is recorded too (under the account id the number would
+    have), so that probing for who is registered leaves a trace.
+    """
     registry = backbone_of(request).registry
     account = registry.account(citizen_id)
+    actor, role = request.state.actor, request.state.role
     if account is None:
+        place = {"commune_code": "", "province_code": ""}
+        registry.record_access_to(registry.account_id(citizen_id), place, actor, role, purpose,
+                                  scope)  # fmt: skip
         raise ApiError(404, "account_not_found", "no history is recorded for this citizen")
-    registry.record_access(account, request.state.actor, request.state.role, purpose, scope)
+    registry.record_access(account, actor, role, purpose, scope)
     return account
 
 
-@router.get("/v1/citizens/{citizen_id}/history", dependencies=[AUDIT])
-def history(citizen_id: PersonalNumberPath, purpose: Purpose, request: Request) -> dict[str, Any]:
-    """Every event of the citizen in order, with the chain and completeness verified.
+def revealed(registry: Registry, account_id: UUID, event: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `event` whose payload also holds its personal fields in clear ("[erased]"
+    once the citizen's data is erased); the sealed values stay as stored."""
+    payload = dict(event["payload"])
+    for name in PERSONAL_FIELDS:
+        sealed = payload.get(f"sealed_{name}")
+        if isinstance(sealed, str):
+            payload[name] = registry.reveal(account_id, sealed)
+    return {**event, "payload": payload}
+
+
+@router.post("/v1/citizens/history", dependencies=[AUDIT])
+def history(body: HistoryIn, request: Request) -> dict[str, Any]:
+    """Every event of the citizen in order, with the chain and completeness verified, and the
+    personal fields in clear for the auditor.
 
     The read itself is recorded (who, when, why) before anything is returned.
     """
     backbone = backbone_of(request)
-    account = _audited_account(request, citizen_id, purpose, "history")
+    account = _audited_account(request, body.citizen_id, body.purpose, "history")
     events = backbone.trail.history(account.id)
     recorded = backbone.registry.recorded_times(account.id)
     projector = backbone.projector
     watermark = (
         projector.watermark(str(account.id)) if projector else backbone.trail.watermark(account.id)
     )
-    verification = verify_history(events, recorded, watermark)
+    verification = verify_history(events, recorded, watermark)  # the events exactly as stored
     backbone.metrics.verification(verification["status"])
     return {
+        "citizen_id": body.citizen_id,
         "account_id": str(account.id),
         "state": account.snapshot_state(),
-        "events": events,
+        "events": [revealed(backbone.registry, account.id, e) for e in events],
         "verification": verification,
     }
 
 
-@router.get("/v1/citizens/{citizen_id}/state", dependencies=[AUDIT])
-def state(
-    citizen_id: PersonalNumberPath,
-    purpose: Purpose,
-    request: Request,
-    as_of: datetime | None = None,
-) -> dict[str, Any]:
+@router.post("/v1/citizens/state", dependencies=[AUDIT])
+def state(body: StateIn, request: Request) -> dict[str, Any]:
     """The account replayed from the event store up to `as_of` (default: now)."""
-    moment = aware(as_of) if as_of else datetime.now(UTC)
-    _audited_account(request, citizen_id, purpose, "state")
-    account = backbone_of(request).registry.account_as_of(citizen_id, moment)
+    moment = aware(body.as_of) if body.as_of else datetime.now(UTC)
+    _audited_account(request, body.citizen_id, body.purpose, "state")
+    account = backbone_of(request).registry.account_as_of(body.citizen_id, moment)
     if account is None:
         return {"as_of": moment.isoformat(), "exists": False, "version": 0}
     return {
@@ -70,6 +95,18 @@ def state(
         "commune_code": account.commune_code, "province_code": account.province_code,
         "attempts": account.attempts,
     }  # fmt: skip
+
+
+# Retired: the personal number was in the path. Any segment matches (plain str, nothing
+# validated or echoed), nothing is recorded, and the answer names the replacement.
+@router.get("/v1/citizens/{citizen_id}/history", status_code=410, include_in_schema=False)
+async def history_gone(citizen_id: str) -> None:
+    raise gone("POST /v1/citizens/history")
+
+
+@router.get("/v1/citizens/{citizen_id}/state", status_code=410, include_in_schema=False)
+async def state_gone(citizen_id: str) -> None:
+    raise gone("POST /v1/citizens/state")
 
 
 @router.get("/v1/access-log", dependencies=[ADMIN])

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 
 from services.api import intake, sync
-from services.api.deps import ADMIN, COMMANDS, PersonalNumberPath, backbone_of
+from services.api.deps import ADMIN, COMMANDS, backbone_of, gone
 from services.api.errors import DOMAIN_ERRORS, ApiError
 from services.api.models import ActivationIn, DecisionIn, RegistrationIn, StatusChangeIn, TargetIn
 from services.api.responses import OrjsonResponse
@@ -53,13 +53,18 @@ async def register(body: RegistrationIn, request: Request) -> OrjsonResponse:
     return _outcome(await _submitted(backbone, "registration", build))
 
 
-@router.post("/v1/registrations/{citizen_id}/decision", status_code=201, dependencies=[COMMANDS])
-async def decide(
-    citizen_id: PersonalNumberPath, body: DecisionIn, request: Request
-) -> OrjsonResponse:
+@router.post("/v1/decisions", status_code=201, dependencies=[COMMANDS])
+async def decide(body: DecisionIn, request: Request) -> OrjsonResponse:
+    """A registration approved or rejected; the personal number is in the body."""
     backbone = backbone_of(request)
-    build = partial(intake.decision, citizen_id, body, backbone.settings)
+    build = partial(intake.decision, body.citizen_id, body, backbone.settings)
     return _outcome(await _submitted(backbone, "decision", build))
+
+
+# Retired: the personal number was in the path (plain str: nothing validated or echoed).
+@router.post("/v1/registrations/{citizen_id}/decision", status_code=410, include_in_schema=False)
+async def decide_gone(citizen_id: str) -> None:
+    raise gone("POST /v1/decisions")
 
 
 @router.post("/v1/activations", status_code=201, dependencies=[COMMANDS])

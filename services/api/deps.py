@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Request
 
 from services.api.auth import require
+from services.api.errors import ApiError
 from services.settings import VIETNAM as VN
 
 if TYPE_CHECKING:
@@ -17,18 +18,19 @@ COMMANDS = Depends(require("station"))
 ADMIN = Depends(require("admin"))
 AUDIT = Depends(require("auditor"))
 READ = Depends(require("viewer", "auditor", "station"))
-
-PersonalNumberPath = Annotated[str, Path(pattern=r"^[0-9]{12}$")]
+# The live feed alone also takes `?token=`: EventSource cannot send an Authorization header.
+FEED = Depends(require("viewer", "auditor", "station", query_token=True))
 
 __all__ = [
     "ADMIN",
     "AUDIT",
     "COMMANDS",
+    "FEED",
     "READ",
-    "PersonalNumberPath",
     "VN",
     "aware",
     "backbone_of",
+    "gone",
     "vn",
 ]
 
@@ -37,6 +39,17 @@ def backbone_of(request: Request) -> Backbone:
     """The `Backbone` the app's lifespan built (registry, read models, feed)."""
     backbone: Backbone = request.app.state.backbone
     return backbone
+
+
+def gone(replacement: str) -> ApiError:
+    """410 for a retired endpoint that carried a personal number in its path; the message
+    names the replacement and never the number (nothing of the path is validated or echoed)."""
+    return ApiError(
+        410,
+        "gone",
+        f"this endpoint is gone (no personal number in a URL): use {replacement} "
+        "with citizen_id in the JSON body",
+    )
 
 
 def aware(value: datetime) -> datetime:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StrictStr
@@ -10,6 +10,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, Str
 Id = Annotated[StrictStr, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:\-]+$")]
 PersonalNumber = Annotated[StrictStr, Field(pattern=r"^[0-9]{12}$")]
 Text = Annotated[StrictStr, Field(max_length=500)]
+Purpose = Annotated[
+    StrictStr, Field(min_length=3, max_length=200, description="why the data is read (recorded)")
+]
 
 
 class Body(BaseModel):
@@ -33,6 +36,7 @@ class RegistrationIn(Body):
 
 class DecisionIn(Body):
     command_id: Id
+    citizen_id: PersonalNumber
     decision: Literal["approved", "rejected"]
     reason: Text = ""
     decided_at: AwareDatetime
@@ -59,3 +63,18 @@ class TargetIn(Body):
     metric: Literal["received", "activated"]
     target: Annotated[StrictInt, Field(gt=0, le=100_000_000)]
     deadline: date
+
+
+class HistoryIn(Body):
+    """A read of one citizen's history; the personal number travels in the body, never a URL."""
+
+    citizen_id: PersonalNumber
+    purpose: Purpose
+
+
+class StateIn(Body):
+    """A read of one citizen's account state as of an instant (default now; naive = Vietnam)."""
+
+    citizen_id: PersonalNumber
+    purpose: Purpose
+    as_of: datetime | None = None
