@@ -24,16 +24,14 @@ def test_registration_reaches_history_and_hourly_counts(api: Api) -> None:
     assert body["citizen_id"] not in account_id.replace("-", "")
 
     def history() -> dict[str, Any] | None:
-        got = api.call(
-            "GET",
-            f"/v1/citizens/{body['citizen_id']}/history",
-            role="auditor",
-            params={"purpose": "e2e check"},
-        ).json()
+        read = {"citizen_id": body["citizen_id"], "purpose": "e2e check"}
+        got = api.call("POST", "/v1/citizens/history", role="auditor", json=read).json()
         return got if got.get("events") else None
 
     trail: Any = wait_until(history, 30)
     assert trail["account_id"] == account_id
+    assert trail["citizen_id"] == body["citizen_id"]
+    assert trail["events"][0]["payload"]["full_name"] == body["full_name"]
     assert [e["event_type"] for e in trail["events"]] == ["registration_received"]
     assert trail["events"][0]["device_id"] == body["device_id"]
     assert trail["verification"]["verified"] is True
@@ -74,10 +72,11 @@ def test_lifecycle_rules_are_enforced_with_the_current_state(api: Api) -> None:
     assert refused.json()["error"]["state"]["account_state"] == "received"
     decision = {
         "command_id": f"dec-{cid}",
+        "citizen_id": cid,
         "decision": "approved",
         "decided_at": body["captured_at"],
     }
-    assert api.call("POST", f"/v1/registrations/{cid}/decision", json=decision).status_code == 201
+    assert api.call("POST", "/v1/decisions", json=decision).status_code == 201
     activated = api.call("POST", "/v1/activations", json={**activation, "command_id": f"a2-{cid}"})
     assert activated.status_code == 201
     assert activated.json()["account_state"] == "activated"
@@ -172,8 +171,11 @@ def test_malformed_json_and_oversized_bodies_are_refused(api: Api) -> None:
     [
         ("POST", "/v1/registrations", None, 401),
         ("POST", "/v1/registrations", "viewer", 403),
-        ("GET", "/v1/citizens/056090000001/history?purpose=x", "station", 403),
-        ("GET", "/v1/citizens/056090000001/history?purpose=x", "viewer", 403),
+        ("POST", "/v1/citizens/history", "station", 403),
+        ("POST", "/v1/citizens/history", "viewer", 403),
+        ("POST", "/v1/citizens/state", "viewer", 403),
+        ("POST", "/v1/decisions", "viewer", 403),
+        ("POST", "/v1/decisions", None, 401),
         ("GET", "/v1/progress/hourly?commune_code=22420", None, 401),
     ],
 )
@@ -187,14 +189,68 @@ def test_openapi_lists_the_contract(api: Api) -> None:
     paths = api.http.get("/openapi.json").json()["paths"]
     for path in (
         "/v1/registrations",
-        "/v1/registrations/{citizen_id}/decision",
+        "/v1/decisions",
         "/v1/activations",
         "/v1/status-changes",
-        "/v1/citizens/{citizen_id}/history",
+        "/v1/citizens/history",
+        "/v1/citizens/state",
         "/v1/progress/hourly",
         "/healthz",
     ):
         assert path in paths
+
+
+PERSONAL_NUMBER = r"^[0-9]{12}$"
+
+
+def test_openapi_has_no_personal_number_in_a_path_or_query(api: Api) -> None:
+    """Personal numbers travel in JSON bodies: URLs end up in proxy, browser and server logs."""
+    paths = api.http.get("/openapi.json").json()["paths"]
+    assert [p for p in paths if "citizen" in p and "{" in p] == []
+    assert [p for p in paths if "{citizen_id}" in p or "{personal_number}" in p] == []
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            for parameter in operation.get("parameters", []):
+                where = f"{method.upper()} {path} {parameter['in']} {parameter['name']}"
+                assert parameter["name"] not in ("citizen_id", "personal_number"), where
+                assert parameter.get("schema", {}).get("pattern") != PERSONAL_NUMBER, where
+    # The reads and the decision take it in the body instead.
+    for path in ("/v1/citizens/history", "/v1/citizens/state", "/v1/decisions"):
+        assert "requestBody" in paths[path]["post"], path
+
+
+def test_a_query_token_opens_the_feed_and_nothing_else(api: Api) -> None:
+    viewer = TOKENS["viewer"]
+    with api.http.stream("GET", "/v1/feed", params={"token": viewer}) as feed:
+        assert feed.status_code == 200
+        assert feed.headers["content-type"].startswith("text/event-stream")
+        assert "event: hello" in next(feed.iter_text())
+    assert api.http.get("/v1/feed", params={"token": "not-a-token"}).status_code == 401
+    for path, params in (
+        ("/v1/progress", {"level": "commune", "code": "22420"}),
+        ("/v1/progress/hourly", {"commune_code": "22420"}),
+    ):
+        refused = api.http.get(path, params={**params, "token": viewer})
+        assert refused.status_code == 401, path
+        assert refused.json()["error"]["code"] == "unauthenticated"
+    read = {"citizen_id": personal_number(), "purpose": "e2e"}
+    position = api.position()
+    refused = api.http.post("/v1/citizens/history", params={"token": TOKENS["auditor"]}, json=read)
+    assert refused.status_code == 401
+    assert api.position() == position  # refused before anything was recorded
+
+
+def test_retired_paths_with_a_number_answer_410(api: Api) -> None:
+    number = personal_number()
+    for method, path, role in (
+        ("GET", f"/v1/citizens/{number}/history?purpose=x", "auditor"),
+        ("GET", f"/v1/citizens/{number}/state?purpose=x", "auditor"),
+        ("POST", f"/v1/registrations/{number}/decision", "station"),
+    ):
+        response = api.call(method, path, role=role)
+        assert response.status_code == 410, path
+        assert response.json()["error"]["code"] == "gone"
+        assert number not in response.text
 
 
 def test_auditor_tool_prints_the_timeline_and_its_verification(api: Api) -> None:
@@ -202,12 +258,12 @@ def test_auditor_tool_prints_the_timeline_and_its_verification(api: Api) -> None
     assert api.call("POST", "/v1/registrations", json=body).status_code == 201
     decision = {
         "command_id": f"d-{body['citizen_id']}",
+        "citizen_id": body["citizen_id"],
         "decision": "rejected",
         "reason": "fingerprints unreadable",
         "decided_at": body["captured_at"],
     }
-    path = f"/v1/registrations/{body['citizen_id']}/decision"
-    assert api.call("POST", path, json=decision).status_code == 201
+    assert api.call("POST", "/v1/decisions", json=decision).status_code == 201
     command = [sys.executable, "-m", "services.auditor", body["citizen_id"], "--purpose", "e2e"]
     env = {**os.environ, "API_URL": str(api.http.base_url), "AUDITOR_TOKEN": TOKENS["auditor"]}
 

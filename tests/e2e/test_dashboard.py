@@ -42,9 +42,9 @@ def seed(api: Api, commune: str, hours_ago: list[int], activate: int = 0) -> Non
         assert api.call("POST", "/v1/registrations", json=body).status_code == 201
         if i < activate:
             cid, later = body["citizen_id"], (now - timedelta(minutes=1)).isoformat()
-            decision = {"command_id": f"dec-{uuid.uuid4()}", "decision": "approved",
-                        "decided_at": later}  # fmt: skip
-            assert api.call("POST", f"/v1/registrations/{cid}/decision", json=decision).is_success
+            decision = {"command_id": f"dec-{uuid.uuid4()}", "citizen_id": cid,
+                        "decision": "approved", "decided_at": later}  # fmt: skip
+            assert api.call("POST", "/v1/decisions", json=decision).is_success
             activation = {"command_id": f"act-{uuid.uuid4()}", "citizen_id": cid,
                           "method": "vneid_app", "activated_at": later}  # fmt: skip
             assert api.call("POST", "/v1/activations", json=activation).is_success

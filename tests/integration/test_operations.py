@@ -117,8 +117,9 @@ def test_metrics_count_commands_projection_and_reads(make_app) -> None:
     items = [{"type": "registration", **registration_body(device_id=device)}, {"type": "nope"}]
     sync = client.post("/v1/sync", json={"device_id": device, "commands": items}, headers=STATION)
     assert sync.json()["summary"] == {"created": 1, "refused": 1}
-    history = f"/v1/citizens/{body['citizen_id']}/history?purpose=audit"
-    assert client.get(history, headers=AUDITOR).json()["verification"]["status"] == "verified"
+    read = {"citizen_id": body["citizen_id"], "purpose": "audit"}
+    history = client.post("/v1/citizens/history", json=read, headers=AUDITOR).json()
+    assert history["verification"]["status"] == "verified"
 
     text = client.get("/metrics").text
     found = scrape(text)
@@ -139,13 +140,14 @@ def test_metrics_count_commands_projection_and_reads(make_app) -> None:
     assert found['eid_history_verifications_total{result="verified"}'] == 1
     route = 'method="POST",route="/v1/registrations",status="201"'
     assert found[f"eid_http_request_duration_seconds_count{{{route}}}"] == 2
-    template = 'method="GET",route="/v1/citizens/{citizen_id}/history",status="200"'
+    template = 'method="POST",route="/v1/citizens/history",status="200"'
     assert found[f"eid_http_request_duration_seconds_count{{{template}}}"] == 1
     # Labels are templates and bounded sets: no personal number, name or account id.
     account = str(backbone.registry.account_id(body["citizen_id"]))
     for personal in (body["citizen_id"], body["full_name"], account, items[0]["citizen_id"]):
         assert personal not in text
     client.get("/no/such/079123456789")
+    assert client.get("/v1/citizens/079123456789/history").status_code == 410  # retired path
     assert "079123456789" not in client.get("/metrics").text
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,8 @@ import httpx
 from tests.support.environment import TOKENS, deployment_env
 from tests.support.processes import free_port, running
 from tests.support.waiting import wait_until
+
+NUMBER_IN_PATH = re.compile(r"(?<![0-9])[0-9]{12}(?![0-9])")
 
 
 class Api:
@@ -32,6 +35,7 @@ class Api:
         body = kw.get("json")
         if isinstance(body, dict) and isinstance(body.get("citizen_id"), str):
             self.numbers.add(body["citizen_id"])
+        self.numbers.update(NUMBER_IN_PATH.findall(path))  # only the retired paths have one
         return self.http.request(method, path, headers=headers, **kw)
 
     def position(self) -> int:
