@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.api import audit_routes, command_routes, dashboard, health, progress
+from services.api import audit_routes, command_routes, dashboard, erasure_routes, health, progress
 from services.api.bootstrap import lifespan
 from services.api.errors import install
 from services.api.limits import BodyLimit
@@ -30,4 +30,5 @@ def create_app(settings: Settings, embedded_projector: bool = True) -> FastAPI:
     app.add_middleware(HttpMetrics, metrics=metrics)  # outermost: bodies refused count too
     for module in (command_routes, audit_routes, progress, health, dashboard):
         app.include_router(module.router)
+    app.include_router(erasure_routes.router)
     return app

@@ -11,6 +11,7 @@ from services.api.responses import OrjsonResponse
 from services.registry.application import CommandReuseError, ConcurrencyError
 from services.registry.commands import AccountNotFoundError
 from services.registry.domain import RuleViolationError
+from services.registry.sealing import ErasedError
 from services.registry.validation import InvalidCommandError
 
 
@@ -51,6 +52,8 @@ def from_domain(exc: Exception) -> ApiError:
         return ApiError(404, "account_not_found", str(exc))
     if isinstance(exc, ConcurrencyError):
         return ApiError(409, "concurrent_update", str(exc))
+    if isinstance(exc, ErasedError):
+        return ApiError(409, "personal_data_erased", str(exc))
     raise exc
 
 
@@ -60,6 +63,7 @@ DOMAIN_ERRORS = (
     CommandReuseError,
     AccountNotFoundError,
     ConcurrencyError,
+    ErasedError,
 )
 
 
