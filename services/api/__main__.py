@@ -11,7 +11,10 @@ from pathlib import Path
 import uvicorn
 
 from services.api.app import create_app
+from services.registry.sealing import KeyEncryptionKeyError, KeyStore, load_kek
 from services.settings import ROLES, Settings
+
+log = logging.getLogger("services.api")
 
 
 def dev_tokens(var_dir: Path) -> str:
@@ -24,6 +27,18 @@ def dev_tokens(var_dir: Path) -> str:
         with os.fdopen(fd, "w") as f:
             f.write(spec)
     return path.read_text().strip()
+
+
+def check_keys(settings: Settings) -> None:
+    """Refuse to start, with one line saying why, when the key-encryption key is missing (but
+    a key store or an event store exists) or does not open the key store: the registry would
+    fail inside the server's startup, with a traceback instead of a reason."""
+    try:
+        kek = load_kek(settings.kek_file, settings.key_store, settings.sqlite_path)
+        KeyStore(settings.key_store, kek).close()
+    except KeyEncryptionKeyError as exc:
+        log.error("refusing to start: %s", exc)
+        raise SystemExit(2) from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         for item in os.environ["AUTH_TOKENS"].split(","):
             print("  " + item.replace("=", ": ", 1))
     settings = Settings.from_env()
+    check_keys(settings)
     base = f"http://{settings.api_host}:{settings.api_port}"
     print(f"API: {base}/  health: {base}/healthz  OpenAPI: {base}/openapi.json", flush=True)
     app = create_app(settings, embedded_projector=not args.no_projector)

@@ -11,6 +11,7 @@ from services.health import FatalError
 from services.kafka import wait_for_broker
 from services.metrics import RelayMetrics, serve, stop_serving
 from services.registry.application import Registry
+from services.registry.sealing import KeyEncryptionKeyError
 from services.relay.relay import Relay, RelayOptions
 from services.settings import Settings
 
@@ -35,9 +36,14 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     metrics = RelayMetrics()
+    try:
+        registry = Registry(settings)
+    except KeyEncryptionKeyError as exc:  # missing or wrong KEK: nothing could be read
+        logging.getLogger(__name__).error("refusing to start: %s", exc)
+        raise SystemExit(2) from None
     relay = Relay(
         settings,
-        Registry(settings),
+        registry,
         RelayOptions(args.batch_size, 0.02, args.partitions),
         on_batch=metrics.on_batch,
     )
