@@ -7,10 +7,16 @@ batches), and reads `schemas/citizen_event.v*.avsc` (and any extra `--schema-dir
 Each message value is Avro single-object encoding: `C3 01`, the 8-byte little-endian
 CRC-64-AVRO fingerprint of the writer schema, then the Avro binary body. The fingerprint picks
 the writer schema; fastavro resolves the body from it to the reader schema this subscriber
-holds (by default the oldest version, to show that old readers keep working).
+holds (by default the newest published version: a v1 reader cannot resolve v2 records).
 
-One JSON line per event goes to stdout, without the personal number, name and date of birth
-unless `--show-personal-data` is given. A message that cannot be decoded is reported on stderr
+Personal fields travel sealed since schema v2 (`sealed_citizen_id`, `sealed_full_name`,
+`sealed_date_of_birth`, `sealed_sex`, `sealed_reason`: `sealed:v1:<base64url>` ciphertext
+under a data key per citizen that only the registry holds). A subscriber cannot open them and
+has no use for them: they are left out of the output unless `--keep-sealed` is given (then
+printed as they are, opaque, e.g. to verify the hash chain, which commits to them). The clear
+personal fields of old v1 records are never printed (the v2 reader drops them anyway).
+
+One JSON line per event goes to stdout. A message that cannot be decoded is reported on stderr
 (and copied to `--dlq-topic` with headers `dlq_reason` and `dlq_source`, if given); consumption
 goes on.
 """
@@ -39,8 +45,9 @@ HEADER_SIZE = len(MAGIC) + 8
 SCHEMA_DIR = Path(__file__).resolve().parent.parent
 VERSIONED = re.compile(r"^citizen_event\.v(\d+)\.avsc$")
 REASON_DETAIL = 160
-PERSONAL_FIELDS = ("citizen_id",)
-PERSONAL_PAYLOAD_FIELDS = ("full_name", "date_of_birth")
+SEALED = "sealed_"  # name prefix of a sealed personal field (schema v2 on)
+CLEAR_PERSONAL_FIELDS = ("citizen_id",)  # v1 only: in clear, never printed
+CLEAR_PERSONAL_PAYLOAD_FIELDS = ("full_name", "date_of_birth", "sex", "reason")  # v1 only
 
 Schema = dict[str, Any]
 
@@ -105,11 +112,22 @@ class Decoder:
 # --- output --------------------------------------------------------------------------------
 
 
-def without_personal_data(event: dict[str, Any]) -> dict[str, Any]:
-    public = {k: v for k, v in event.items() if k not in PERSONAL_FIELDS}
+def _shown(name: str, clear: tuple[str, ...], keep_sealed: bool) -> bool:
+    if name.startswith(SEALED):
+        return keep_sealed
+    return name not in clear
+
+
+def without_personal_data(event: dict[str, Any], keep_sealed: bool = False) -> dict[str, Any]:
+    """`event` without clear personal fields (old v1 records) and, unless `keep_sealed`,
+    without the sealed ones (opaque ciphertext: of no use to a subscriber)."""
+    public = {k: v for k, v in event.items() if _shown(k, CLEAR_PERSONAL_FIELDS, keep_sealed)}
     if isinstance(public.get("payload"), dict):
-        payload = public["payload"]
-        public["payload"] = {k: v for k, v in payload.items() if k not in PERSONAL_PAYLOAD_FIELDS}
+        public["payload"] = {
+            k: v
+            for k, v in public["payload"].items()
+            if _shown(k, CLEAR_PERSONAL_PAYLOAD_FIELDS, keep_sealed)
+        }
     return public
 
 
@@ -121,8 +139,8 @@ def _json_default(value: object) -> str:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def as_json_line(event: dict[str, Any], show_personal_data: bool) -> str:
-    shown = event if show_personal_data else without_personal_data(event)
+def as_json_line(event: dict[str, Any], keep_sealed: bool = False) -> str:
+    shown = without_personal_data(event, keep_sealed)
     return json.dumps(shown, default=_json_default, ensure_ascii=False)
 
 
@@ -192,7 +210,16 @@ def dead_letter(producer: KafkaProducer, topic: str, record: ConsumerRecord, rea
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m schemas.examples.subscriber",
-        description="Decode topic citizen-events with fastavro and the schemas/*.avsc files alone.",
+        description="Decode topic citizen-events with fastavro and the schemas/*.avsc files "
+        "alone; one JSON line per event on stdout.",
+        epilog="Personal data: since schema v2 the personal number, name, date of birth, sex "
+        "and free-text reasons travel sealed (sealed_* fields, 'sealed:v1:...' ciphertext "
+        "under a data key per citizen that only the registry holds, and that nobody can "
+        "open any more once the citizen's data is erased: event type personal_data_erased). "
+        "A subscriber cannot open them, so they are left out unless --keep-sealed. The "
+        "clear personal fields of old v1 records are never printed. A service with a lawful "
+        "purpose obtains personal data through the registry's API, where each read is "
+        "recorded, not from the topic (SUBSCRIBING.md).",
     )
     parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers")
     parser.add_argument("--topic", default="citizen-events", help="topic to read")
@@ -206,7 +233,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--reader-schema",
         type=Path,
         default=None,
-        help="the schema you decode into (default: the oldest published version)",
+        help="the schema you decode into (default: the newest published version; a v1 "
+        "reader cannot resolve v2 records)",
     )
     parser.add_argument(
         "--schema-dir",
@@ -230,16 +258,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="copy undecodable messages there with headers dlq_reason, dlq_source",
     )
     parser.add_argument(
-        "--show-personal-data",
+        "--keep-sealed",
         action="store_true",
-        help="also print citizen_id, full_name and date_of_birth",
+        help="also print the sealed personal fields (sealed_*), as they are: opaque "
+        "ciphertext, needed only to verify the hash chain on the printed lines",
     )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    reader_path = args.reader_schema or published_versions()[0]
+    reader_path = args.reader_schema or published_versions()[-1]
     decoder = Decoder(writer_schemas(args.schema_dir), load_schema(reader_path))
     dlq = KafkaProducer(bootstrap_servers=args.bootstrap) if args.dlq_topic else None
     consumer = open_consumer(args)
@@ -253,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                 if dlq is not None:
                     dead_letter(dlq, args.dlq_topic, record, str(exc))
                 continue
-            print(as_json_line(event, args.show_personal_data), flush=True)
+            print(as_json_line(event, args.keep_sealed), flush=True)
     finally:
         consumer.close(autocommit=False)
         if dlq is not None:

@@ -24,6 +24,8 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from schemas.chain import first_broken_link
 from schemas.codec import MAGIC, citizen_event_codec, schema_fingerprint
 from services.registry.application import Registry
+from services.registry.commands import EraseCitizen
+from services.registry.sealing import ERASED, PREFIX
 from services.settings import Settings
 from tests.support.environment import unique
 from tests.support.factories import approve_command, personal_number, register_command
@@ -31,8 +33,9 @@ from tests.support.kafka import publish_all, read_topic
 from tests.support.processes import ROOT
 
 V1 = ROOT / "schemas" / "citizen_event.v1.avsc"
+V2 = ROOT / "schemas" / "citizen_event.v2.avsc"
 NS = "vn.project06.eid."
-PERSONAL = ("citizen_id", "full_name", "date_of_birth")
+SEALED = "sealed:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"  # opaque to a subscriber
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -85,7 +88,7 @@ def event(sequence: int, payload: tuple[str, dict[str, Any]], **extra: Any) -> d
     return {
         "event_id": str(uuid.uuid4()), "event_type": "registration_decided",
         "account_id": str(uuid.uuid4()), "sequence": sequence, "position": 10 + sequence,
-        "citizen_id": "056090001234",
+        "sealed_citizen_id": SEALED,
         "occurred_at": datetime(2023, 6, 27, 2, 15, tzinfo=UTC),
         "recorded_at": datetime(2023, 6, 27, 2, 15, 3, tzinfo=UTC),
         "province_code": "56", "commune_code": "22420",
@@ -94,13 +97,13 @@ def event(sequence: int, payload: tuple[str, dict[str, Any]], **extra: Any) -> d
 
 
 def decided(sequence: int = 2, **extra: Any) -> dict[str, Any]:
-    payload = {"decision": "approved", "reason": "fingerprints retaken"}
+    payload = {"decision": "approved", "sealed_reason": SEALED}
     return event(sequence, (NS + "RegistrationDecided", payload), **extra)
 
 
 def received(sequence: int = 1) -> dict[str, Any]:
     payload = {
-        "full_name": "Lê Thị Hoa", "date_of_birth": date(1990, 5, 1), "sex": "female",
+        "sealed_full_name": SEALED, "sealed_date_of_birth": SEALED, "sealed_sex": SEALED,
         "station_id": "st-ninh-dong", "device_id": "dev-07", "operator_id": "op-3",
         "channel": "home_visit", "phone": "none", "attempt": 1,
     }  # fmt: skip
@@ -108,23 +111,31 @@ def received(sequence: int = 1) -> dict[str, Any]:
             "event_type": "registration_received"}  # fmt: skip
 
 
+def personal(name: str) -> bool:
+    """A field the example leaves out by default: sealed (v2), or clear (v1 only)."""
+    return name.startswith("sealed_") or name in CLEAR_PERSONAL
+
+
+CLEAR_PERSONAL = ("citizen_id", "full_name", "date_of_birth", "sex", "reason")
+
+
 def printed(record: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """What the example prints for `record` by default: JSON types, no personal data."""
-    out = {k: v for k, v in record.items() if k not in PERSONAL}
+    """What the example prints for `record` by default: JSON types, no personal field."""
+    out = {k: v for k, v in record.items() if not personal(k)}
     out["occurred_at"] = record["occurred_at"].isoformat()
     out["recorded_at"] = record["recorded_at"].isoformat()
-    out["payload"] = {k: v for k, v in record["payload"][1].items() if k not in PERSONAL}
+    out["payload"] = {k: v for k, v in record["payload"][1].items() if not personal(k)}
     return {**out, **extra}
 
 
 def newer_schema(directory: Path) -> Path:
-    """v1 plus one optional field: what a compatible v2 would look like."""
-    schema = json.loads(V1.read_text())
+    """v2 plus one optional field: what a compatible v3 would look like."""
+    schema = json.loads(V2.read_text())
     schema["fields"].append(
         {"name": "source_system", "type": ["null", "string"], "default": None}
     )  # fmt: skip
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "citizen_event.v2.avsc"
+    path = directory / "citizen_event.v3.avsc"
     path.write_text(json.dumps(schema, indent=2))
     return path
 
@@ -164,33 +175,96 @@ def test_subscriber_decodes_what_the_relay_published(kafka_bootstrap, env_for) -
     first = next(line for line in lines if line["sequence"] == 1)
     assert (first["occurred_at"], first["commune_code"], first["province_code"]) == (
         "2023-06-27T02:15:00+00:00", "22420", "56")  # fmt: skip
+    # Sealed personal fields are left out by default: nothing personal is printed at all.
     assert first["payload"] == {
-        "sex": "male", "station_id": "st-1", "device_id": "dev-1", "operator_id": "op-1",
+        "station_id": "st-1", "device_id": "dev-1", "operator_id": "op-1",
         "channel": "station", "phone": "basic", "attempt": 1,
     }  # fmt: skip
-    assert all(PERSONAL[0] not in line for line in lines)
-    assert not any(cid in json.dumps(lines) for cid in citizens)
+    assert not any(personal(name) for line in lines for name in line)
+    printed_text = json.dumps(lines, ensure_ascii=False)
+    assert "sealed" not in printed_text
+    assert not any(cid in printed_text for cid in citizens)
+    assert "Trần Văn Test" not in printed_text and "1990-05-01" not in printed_text
 
 
-def test_personal_data_on_request_and_the_chain_verifies(kafka_bootstrap, env_for) -> None:
-    """With a consumer group and --show-personal-data; schemas/chain.py verifies the lines."""
+def test_sealed_fields_on_request_erasure_and_the_chain_verifies(kafka_bootstrap, env_for) -> None:
+    """With a consumer group and --keep-sealed: the personal fields are ciphertext that nobody
+    downstream can open (nobody at all once erased); schemas/chain.py verifies the lines."""
     settings = Settings.from_env(env_for())
     registry = Registry(settings)
     cid = personal_number(serial=801)
     registry.handle(register_command(cid))
     registry.handle(approve_command(cid))
+    erase = EraseCitizen(command_id=f"erase-{cid}", citizen_id=cid, legal_basis="consent withdrawn",
+                         reference="DPO-1", requested_at="2023-06-28T08:00:00+07:00")  # fmt: skip
+    registry.handle(erase)
     publish_all(settings, registry)
 
     lines, _ = run_subscriber(kafka_bootstrap, settings.kafka_topic, "--group", unique("sub"),
-                              "--show-personal-data", "--max-messages", "2")  # fmt: skip
+                              "--keep-sealed", "--max-messages", "3")  # fmt: skip
 
-    assert [(e["sequence"], e["citizen_id"]) for e in lines] == [(1, cid), (2, cid)]
-    assert (lines[0]["payload"]["full_name"], lines[0]["payload"]["date_of_birth"]) == (
-        "Trần Văn Test", "1990-05-01")  # fmt: skip
-    assert lines[0]["account_id"] == str(registry.account_id(cid))
+    assert [(e["sequence"], e["event_type"]) for e in lines] == [
+        (1, "registration_received"), (2, "registration_decided"),
+        (3, "personal_data_erased")]  # fmt: skip
+    account = registry.account_id(cid)
+    assert lines[0]["account_id"] == str(account)
+    received_payload = lines[0]["payload"]
+    sealed = [lines[0]["sealed_citizen_id"]] + [
+        received_payload[f"sealed_{name}"] for name in ("full_name", "date_of_birth", "sex")
+    ]
+    assert all(value.startswith(PREFIX) for value in sealed)
+    assert all(line["sealed_citizen_id"] == lines[0]["sealed_citizen_id"] for line in lines)
+    assert lines[1]["payload"] == {"decision": "approved", "sealed_reason": ""}  # none given
+    assert lines[2]["payload"] == {"legal_basis": "consent withdrawn", "reference": "DPO-1"}
+    printed_text = json.dumps(lines, ensure_ascii=False)
+    assert cid not in printed_text and "Trần Văn Test" not in printed_text
+    assert "1990-05-01" not in printed_text
+    # The data key is destroyed: not even the registry can open what was published.
+    assert {registry.reveal(account, value) for value in sealed} == {ERASED}
+    # The chain commits to the ciphertext: erasure left it intact, tampering breaks it.
     assert first_broken_link(lines) is None
-    lines[1]["payload"]["reason"] = "edited"
+    lines[1]["payload"]["sealed_reason"] = PREFIX + "edited"
     assert first_broken_link(lines) == 1
+    registry.close()
+
+
+def test_v1_readers_cannot_resolve_v2_and_v2_drops_v1_personal_fields(
+    kafka_bootstrap, tmp_path
+) -> None:
+    """Old clear v1 records stay on the topic: the v2 reader (the default) resolves them with
+    their personal fields dropped; a v1 reader fails on v2 records (citizen_id has no
+    default): it must upgrade."""
+    topic = create_topic(kafka_bootstrap)
+    old = {
+        **{k: v for k, v in received(sequence=1).items() if k != "sealed_citizen_id"},
+        "citizen_id": "056190001234",
+        "payload": (NS + "RegistrationReceived", {
+            "full_name": "Lê Thị Hoa", "date_of_birth": date(1990, 5, 1), "sex": "female",
+            "station_id": "st-ninh-dong", "device_id": "dev-07", "operator_id": "op-3",
+            "channel": "home_visit", "phone": "none", "attempt": 1}),
+    }  # fmt: skip
+    new = decided(sequence=2)
+    produce(kafka_bootstrap, topic, [single_object(json.loads(V1.read_text()), old),
+                                     citizen_event_codec().encode(new)])  # fmt: skip
+
+    lines, stderr = run_subscriber(kafka_bootstrap, topic, "--max-messages", "2")
+    assert undecodable_lines(stderr) == []
+    assert lines == [printed(old), printed(new)]
+    kept, _ = run_subscriber(kafka_bootstrap, topic, "--max-messages", "2", "--keep-sealed")
+    assert kept[0]["sealed_citizen_id"] == "" and kept[1]["sealed_citizen_id"] == SEALED
+    assert kept[0]["payload"]["sealed_full_name"] == ""  # the v2 default: dropped, not sealed
+    for output in (lines, kept):
+        text = json.dumps(output, ensure_ascii=False)
+        assert "056190001234" not in text and "Lê Thị Hoa" not in text
+        assert "1990-05-01" not in text and "female" not in text
+
+    v1_lines, stderr = run_subscriber(kafka_bootstrap, topic, "--max-messages", "2",
+                                      "--reader-schema", str(V1))  # fmt: skip
+    assert [line.split(": ")[:2] for line in undecodable_lines(stderr)] == [
+        [f"undecodable {topic}/0/1", "cannot decode body"]
+    ]
+    assert "SchemaResolutionError" in stderr
+    assert v1_lines == [printed(old)]  # even a v1 reader's output leaves clear fields out
 
 
 def test_old_reader_decodes_newer_writer_and_new_reader_gets_default(
@@ -200,23 +274,24 @@ def test_old_reader_decodes_newer_writer_and_new_reader_gets_default(
     newer_json = json.loads(newer.read_text())
     topic = create_topic(kafka_bootstrap)
     from_newer = decided(sequence=2, source_system="vneid-kiosk")
-    from_v1 = received(sequence=1)
+    from_v2 = received(sequence=1)
     produce(kafka_bootstrap, topic, [
         single_object(newer_json, from_newer),
-        citizen_event_codec().encode(from_v1),
+        citizen_event_codec().encode(from_v2),
     ])  # fmt: skip
     extra = ("--schema-dir", str(newer.parent), "--max-messages", "2")
 
-    # Reader holds only v1 (the default): the added field is dropped by resolution.
+    # Reader holds only the published versions (newest, v2, by default): the added field is
+    # dropped by resolution.
     old_reader, stderr = run_subscriber(kafka_bootstrap, topic, *extra)
     assert undecodable_lines(stderr) == []
     want_newer = printed(from_newer)
     want_newer.pop("source_system")
-    assert old_reader == [want_newer, printed(from_v1)]
+    assert old_reader == [want_newer, printed(from_v2)]
 
-    # Reader holds the newer schema: v1 events get the default.
+    # Reader holds the newer schema: v2 events get the default.
     new_reader, _ = run_subscriber(kafka_bootstrap, topic, "--reader-schema", str(newer), *extra)
-    assert new_reader == [printed(from_newer), printed(from_v1, source_system=None)]
+    assert new_reader == [printed(from_newer), printed(from_v2, source_system=None)]
 
 
 def test_writer_schema_must_be_known_and_consumption_goes_on(kafka_bootstrap, tmp_path) -> None:
@@ -241,7 +316,7 @@ def test_writer_schema_must_be_known_and_consumption_goes_on(kafka_bootstrap, tm
 
 def test_a_payload_branch_unknown_to_the_reader_is_skipped(kafka_bootstrap, tmp_path) -> None:
     """Adding a union branch is not forward compatible: old readers must skip those events."""
-    schema = json.loads(V1.read_text())
+    schema = json.loads(V2.read_text())
     schema["fields"][-1]["type"].append(
         {
             "type": "record",
