@@ -13,7 +13,7 @@ import orjson
 from projections.audit import audit_trail
 from projections.dead_letters import read_dead_letters, redrive
 from projections.rebuild import rebuild
-from projections.runner import Projector, ProjectorOptions
+from projections.runner import Projector, ProjectorOptions, access_projector
 from services.health import FatalError
 from services.settings import Settings
 
@@ -87,7 +87,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         )
         return
 
-    projector = Projector(settings, trail, ProjectorOptions(max_poll_records=args.max_poll_records))
+    options = ProjectorOptions(max_poll_records=args.max_poll_records)
+    projector = Projector(settings, trail, options)
+    access = access_projector(settings, options, trail.client)
     if args.progress:
 
         def report(events: list[dict[str, object]]) -> None:
@@ -97,7 +99,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    projector.run(stop)
+    beside = threading.Thread(target=access.run, args=(stop,), name="access-projector")
+    beside.start()  # the restricted access topic, into its own table
+    try:
+        projector.run(stop)
+    finally:
+        stop.set()
+        beside.join(30)
     print(f"projector stopped after storing {projector.stored} events", file=sys.stderr)
 
 

@@ -20,6 +20,7 @@ COLUMNS = [
 ]  # fmt: skip
 
 _WHERE_FIELDS = ("station_id", "device_id", "operator_id", "channel", "phone")
+ACCESS_TABLE = "access_events"  # the rows of topic <topic>.access: who read whom, and why
 HISTORY_COLUMNS = [
     "event_id", "event_type", "account_id", "sequence", "position", "occurred_at",
     "recorded_at", "province_code", "commune_code", *_WHERE_FIELDS, "detail", "previous_hash",
@@ -115,9 +116,12 @@ def verify_history(
 class AuditTrail:
     """Reads and writes the audit trail in one ClickHouse database."""
 
-    def __init__(self, client: LockedClient, database: str) -> None:
+    def __init__(self, client: LockedClient, database: str, table: str = "audit_events") -> None:
         self.client = client
-        self.table = f"{database}.audit_events"
+        self.database = database
+        self.table = f"{database}.{table}"
+        # Access records come from their own topic into their own table (ACCESS_TABLE).
+        self.access_table = f"{database}.{ACCESS_TABLE}"
 
     def store(self, rows: list[list[Any]]) -> None:
         if rows:
@@ -146,17 +150,15 @@ class AuditTrail:
         return bool(self.client.query_rows(sql, {"e": str(event_id)})[0][0])
 
     def mark_rebuild(self, topic_id: UUID, missing_offsets: int) -> None:
-        db = self.table.split(".")[0]
         self.client.insert(
-            f"{db}.rebuilds", [[topic_id, int(missing_offsets == 0), missing_offsets]],
+            f"{self.database}.rebuilds", [[topic_id, int(missing_offsets == 0), missing_offsets]],
             ["topic_id", "complete", "missing_offsets"],
         )  # fmt: skip
 
     def completeness(self) -> dict[str, Any]:
         """Whether the read models hold the whole topic (false after a lossy rebuild)."""
-        db = self.table.split(".")[0]
         rows = self.client.query_rows(
-            f"SELECT complete, missing_offsets, rebuilt_at FROM {db}.rebuilds "
+            f"SELECT complete, missing_offsets, rebuilt_at FROM {self.database}.rebuilds "
             f"ORDER BY rebuilt_at DESC LIMIT 1"
         )
         if not rows:
@@ -225,7 +227,7 @@ class AuditTrail:
     def access_log(self, since: datetime, until: datetime, limit: int) -> list[dict[str, Any]]:
         """Who read which account's history or state, when, and for what stated purpose."""
         sql = (
-            f"SELECT occurred_at, account_id, detail, commune_code FROM {self.table} "
+            f"SELECT occurred_at, account_id, detail, commune_code FROM {self.access_table} "
             f"WHERE event_type = '{HISTORY_READ}' AND occurred_at >= {{since:DateTime64(3)}} "
             f"AND occurred_at < {{until:DateTime64(3)}} "
             f"ORDER BY occurred_at DESC LIMIT {int(limit)}"
@@ -268,6 +270,6 @@ class AuditTrail:
         return {t: int(n) for t, n in self.client.query_rows(sql)}
 
 
-def audit_trail(url: str, database: str) -> AuditTrail:
+def audit_trail(url: str, database: str, table: str = "audit_events") -> AuditTrail:
     """The audit trail in `database` on the ClickHouse at `url` (tables made if missing)."""
-    return AuditTrail(LockedClient(connect(url, database)), database)
+    return AuditTrail(LockedClient(connect(url, database)), database, table)

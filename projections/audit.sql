@@ -38,6 +38,9 @@ ORDER BY (account_id, sequence);
 -- Read models made before topic ids were recorded get the column (all zeros: unknown).
 ALTER TABLE {db}.audit_events ADD COLUMN IF NOT EXISTS topic_id UUID AFTER kafka_offset;
 
+-- Access records (history_read) from the restricted topic <topic>.access, same columns.
+CREATE TABLE IF NOT EXISTS {db}.access_events AS {db}.audit_events;
+
 -- One row per rebuild; the latest says whether the read models hold the whole topic, or
 -- were rebuilt after events had been deleted from it (accepted loss: marked incomplete).
 CREATE TABLE IF NOT EXISTS {db}.rebuilds

@@ -10,14 +10,15 @@ accepted explicitly; the result is then recorded as incomplete.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from tqdm import tqdm
 
-from projections.audit import AuditTrail, audit_trail
+from projections.audit import ACCESS_TABLE, AuditTrail, audit_trail
 from projections.runner import NO_TOPIC, Projector, ProjectorOptions
-from services.kafka import EventsDeletedError, check_keeps_events, topic_id
+from services.kafka import EventsDeletedError, check_keeps_events, ensure_topic, topic_id
 from services.settings import Settings
 
 
@@ -72,7 +73,40 @@ def _replay(settings: Settings, trail: AuditTrail, show: bool) -> int:
 def rebuild(
     settings: Settings, show_progress: bool = True, accept_loss: bool = False
 ) -> dict[str, Any]:
-    """Rebuild into `<database>_rebuild`, swap it in, and report old and new totals."""
+    """Rebuild into `<database>_rebuild`, swap it in, and report old and new totals.
+
+    Both tables are rebuilt: the audit trail from the topic, the access records from the
+    restricted access topic.
+    """
+    access = dataclasses.replace(settings, kafka_topic=settings.access_topic)
+    missing = sum(_missing_or_refuse(s, accept_loss) for s in (settings, access))
+    live = audit_trail(settings.clickhouse_url, settings.clickhouse_database)
+    before = live.totals()
+    scratch_name = f"{settings.clickhouse_database}_rebuild"
+    live.client.command(f"DROP DATABASE IF EXISTS {scratch_name}")
+    stored = {}
+    for source, table in ((settings, "audit_events"), (access, ACCESS_TABLE)):
+        scratch = audit_trail(settings.clickhouse_url, scratch_name, table)
+        stored[table] = _replay(source, scratch, show_progress)
+        live.client.command(
+            f"EXCHANGE TABLES {settings.clickhouse_database}.{table} AND {scratch.table}"
+        )
+    live.client.command(f"DROP DATABASE {scratch_name}")
+    tid = topic_id(settings.kafka_bootstrap, settings.kafka_topic) or NO_TOPIC
+    live.mark_rebuild(tid, missing)
+    return {
+        "stored": stored["audit_events"],
+        "access_records": stored[ACCESS_TABLE],
+        "before": before,
+        "after": live.totals(),
+        "complete": missing == 0,
+        "missing_offsets": missing,
+    }
+
+
+def _missing_or_refuse(settings: Settings, accept_loss: bool) -> int:
+    """Offsets deleted from the start of the topic; refused unless the loss is accepted."""
+    ensure_topic(settings.kafka_bootstrap, settings.kafka_topic)
     check_keeps_events(settings.kafka_bootstrap, settings.kafka_topic)
     missing = missing_offsets(settings)
     if missing and not accept_loss:
@@ -82,20 +116,4 @@ def rebuild(
             "Restore the topic, or accept the loss with --accept-loss (the read models are "
             "then marked incomplete)"
         )
-    live = audit_trail(settings.clickhouse_url, settings.clickhouse_database)
-    scratch_name = f"{settings.clickhouse_database}_rebuild"
-    live.client.command(f"DROP DATABASE IF EXISTS {scratch_name}")
-    scratch = audit_trail(settings.clickhouse_url, scratch_name)
-    before = live.totals()
-    stored = _replay(settings, scratch, show_progress)
-    live.client.command(f"EXCHANGE TABLES {live.table} AND {scratch.table}")
-    live.client.command(f"DROP DATABASE {scratch_name}")
-    tid = topic_id(settings.kafka_bootstrap, settings.kafka_topic) or NO_TOPIC
-    live.mark_rebuild(tid, missing)
-    return {
-        "stored": stored,
-        "before": before,
-        "after": live.totals(),
-        "complete": missing == 0,
-        "missing_offsets": missing,
-    }
+    return missing

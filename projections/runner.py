@@ -11,6 +11,7 @@ after the stored ones. A record written with a schema it does not know pauses it
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -24,7 +25,8 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, OffsetOutOfRangeError
 from kafka.partitioner.default import murmur2
 
-from projections.audit import AuditTrail, to_row
+from projections.audit import ACCESS_TABLE, AuditTrail, audit_trail, to_row
+from projections.clickhouse import LockedClient
 from projections.dead_letters import DeadLetters
 from schemas.codec import SerializationError, UnknownSchemaError, citizen_event_codec
 from services.health import ComponentHealth, FatalError
@@ -82,6 +84,7 @@ class Projector:
         trail: AuditTrail,
         options: ProjectorOptions = ProjectorOptions(),
         on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
+        name: str = "projector",
     ) -> None:
         self.settings = settings
         self.options = options
@@ -89,7 +92,7 @@ class Projector:
         self.on_batch = on_batch
         self.codec = citizen_event_codec()
         self.stored = 0
-        self.health = ComponentHealth("projector")
+        self.health = ComponentHealth(name)
         self.dead_letters = DeadLetters(settings)
         self.topic_id = NO_TOPIC
         self.paused: dict[int, str] = {}  # partition -> why it waits for an upgrade
@@ -305,3 +308,22 @@ class Projector:
             self._consumer = None
         with contextlib.suppress(KafkaError, OSError):
             self.dead_letters.close()
+
+
+def access_projector(
+    settings: Settings, options: ProjectorOptions, client: LockedClient | None = None
+) -> Projector:
+    """The projector of the restricted access topic into its own table (ACCESS_TABLE), in the
+    same database, under its own consumer group (sharing `client` when given)."""
+    access = dataclasses.replace(
+        settings,
+        kafka_topic=settings.access_topic,
+        projector_group=f"{settings.projector_group}.access",
+    )
+    database = settings.clickhouse_database
+    trail = (
+        AuditTrail(client, database, ACCESS_TABLE)
+        if client is not None
+        else audit_trail(settings.clickhouse_url, database, ACCESS_TABLE)
+    )
+    return Projector(access, trail, options, name="access-projector")

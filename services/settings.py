@@ -42,6 +42,11 @@ class Settings:
     def dlq_topic(self) -> str:
         return f"{self.kafka_topic}.dlq"
 
+    @property
+    def access_topic(self) -> str:
+        """Access records (who read whose history, why): restricted, not for every subscriber."""
+        return f"{self.kafka_topic}.access"
+
     def eventsourcing_env(self) -> dict[str, str]:
         """The environment the eventsourcing library reads to pick its event store."""
         env = {"PERSISTENCE_MODULE": self.persistence_module}

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from prometheus_client.registry import Collector
 
 from projections.audit import AuditTrail, audit_trail
-from projections.runner import Projector, ProjectorOptions
+from projections.runner import Projector, ProjectorOptions, access_projector
 from services.api.feed import Feed
 from services.health import FatalError
 from services.metrics import (
@@ -43,7 +43,15 @@ class Backbone:
     projector: Projector | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    access_projector: Projector | None = None  # the restricted access topic's records
+    access_thread: threading.Thread | None = None
     metrics: Metrics = field(default_factory=Metrics)
+
+    def projectors(self) -> list[tuple[str, Projector, threading.Thread | None]]:
+        """The embedded projectors, by component name, with their threads."""
+        found = [("projector", self.projector, self.thread),
+                 ("access_projector", self.access_projector, self.access_thread)]  # fmt: skip
+        return [(name, p, t) for name, p, t in found if p is not None]
 
     async def submit(self, command: Command) -> Outcome:
         """Accept a command and wait for the group-commit writer's outcome (no thread held)."""
@@ -54,13 +62,15 @@ class Backbone:
         return await asyncio.wrap_future(self.batcher.enqueue_backlog(commands))
 
     def start(self) -> None:
-        if self.thread is not None:
-            self.thread.start()
+        for thread in (self.thread, self.access_thread):
+            if thread is not None:
+                thread.start()
 
     def close(self) -> None:
         self.stop.set()
-        if self.thread is not None and self.thread.is_alive():
-            self.thread.join(timeout=15)
+        for thread in (self.thread, self.access_thread):
+            if thread is not None and thread.is_alive():
+                thread.join(timeout=15)
         self.batcher.close()
         self.registry.close()
 
@@ -80,12 +90,18 @@ def build(
         on_batch = chain(backbone.feed.publish, metrics.projected)
         projector = Projector(settings, trail, options, on_batch=on_batch)
         backbone.projector = projector
-        watched += [HealthCollector(projector.health), ProjectorCollector(projector)]
-        backbone.thread = threading.Thread(
-            target=_project, args=(projector, backbone.stop), name="projector", daemon=True
-        )
+        watched.append(ProjectorCollector(projector))
+        backbone.thread = _thread(projector, backbone.stop)
+        access = backbone.access_projector = access_projector(settings, options, trail.client)
+        backbone.access_thread = _thread(access, backbone.stop)
+        watched.append(HealthCollector(projector.health, access.health))
     metrics.watch(*watched)  # in place of an earlier backbone's, if the app started before
     return backbone
+
+
+def _thread(projector: Projector, stop: threading.Event) -> threading.Thread:
+    name = projector.health.name
+    return threading.Thread(target=_project, args=(projector, stop), name=name, daemon=True)
 
 
 def _project(projector: Projector, stop: threading.Event) -> None:

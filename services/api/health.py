@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -10,6 +11,7 @@ from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from projections.runner import Projector
 from services.api.deps import FEED, backbone_of
 from services.api.responses import OrjsonResponse
 from services.settings import Settings
@@ -31,7 +33,8 @@ def healthz(request: Request) -> dict[str, Any]:
     store = _event_store(backbone)
     components: dict[str, Any] = {"event_store": store}
     if projector is not None:
-        components["projector"] = _projector(backbone)
+        for name, each, thread in backbone.projectors():
+            components[name] = _projector(each, thread)
     return {
         "status": "ok",
         "event_store_position": store.get("position"),
@@ -48,11 +51,11 @@ def readyz(request: Request) -> OrjsonResponse:
     settings = backbone.settings
     components: dict[str, Any] = {}
     reasons: list[str] = []
-    if backbone.projector is not None:
-        projector = components["projector"] = _projector(backbone)
-        if not projector["thread_alive"]:
-            reasons.append(f"projector thread is not running (state {projector['state']})")
-        reasons += component_reasons("projector", projector, settings)
+    for name, projector, thread in backbone.projectors():
+        state = components[name] = _projector(projector, thread)
+        if not state["thread_alive"]:
+            reasons.append(f"{name} thread is not running (state {state['state']})")
+        reasons += component_reasons(name, state, settings)
     store = components["event_store"] = _event_store(backbone)
     if not store["ok"]:
         reasons.append(f"event_store cannot be read: {store['error']}")
@@ -109,12 +112,10 @@ def component_reasons(name: str, health: dict[str, Any], settings: Settings) -> 
     return reasons
 
 
-def _projector(backbone: Backbone) -> dict[str, Any]:
-    projector = backbone.projector
-    assert projector is not None
+def _projector(projector: Projector, thread: threading.Thread | None) -> dict[str, Any]:
     return {
         **projector.health.as_dict(),
-        "thread_alive": bool(backbone.thread and backbone.thread.is_alive()),
+        "thread_alive": bool(thread and thread.is_alive()),
         "stored": projector.stored,
         "dead_letters": projector.dead_letters.sent,
         "paused_partitions": sorted(projector.paused),

@@ -19,6 +19,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from schemas import event_types as types
 from schemas.codec import SerializationError, citizen_event_codec
 from services.health import ComponentHealth, FatalError
 from services.kafka import (
@@ -53,11 +54,20 @@ class RelayOptions:
 
 
 def committed_position(settings: Settings, window: int = 64) -> int:
-    """The highest store position already committed on the topic (0 if none).
+    """The highest store position already committed on the relay's topics (0 if none).
 
     Refuses (EventsDeletedError) when records were deleted from any partition: what was
     published can then no longer be read back, and resuming from 0 would publish it twice.
     """
+    return max(_committed_on(settings, topic, window) for topic in relay_topics(settings))
+
+
+def relay_topics(settings: Settings) -> tuple[str, str]:
+    """The public topic, and the restricted one that carries access records."""
+    return settings.kafka_topic, settings.access_topic
+
+
+def _committed_on(settings: Settings, topic: str, window: int) -> int:
     codec = citizen_event_codec()
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
@@ -66,14 +76,11 @@ def committed_position(settings: Settings, window: int = 64) -> int:
         consumer_timeout_ms=2000,
     )
     try:
-        parts = [
-            TopicPartition(settings.kafka_topic, p)
-            for p in consumer.partitions_for_topic(settings.kafka_topic) or ()
-        ]
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         deleted = {tp.partition: o for tp, o in consumer.beginning_offsets(parts).items() if o}
         if deleted:
             raise EventsDeletedError(
-                f"records were deleted from topic {settings.kafka_topic} (log start offsets "
+                f"records were deleted from topic {topic} (log start offsets "
                 f"{deleted}): the relay cannot tell what it published; it will not resume"
             )
         best = 0
@@ -134,8 +141,9 @@ class Relay:
 
     def start(self) -> None:
         bootstrap, topic = self.settings.kafka_bootstrap, self.settings.kafka_topic
-        ensure_topic(bootstrap, topic, self.options.partitions)
-        check_keeps_events(bootstrap, topic)
+        for name in relay_topics(self.settings):
+            ensure_topic(bootstrap, name, self.options.partitions)
+            check_keeps_events(bootstrap, name)
         self._producer = KafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             transactional_id=f"relay-{self.settings.kafka_topic}",
@@ -153,7 +161,8 @@ class Relay:
                 f"{self.position} but the event store ends at {stored}: the store was replaced "
                 "or reset; publish it to a new topic (KAFKA_TOPIC) instead"
             )
-        self._check_same_topic(topic)
+        for name in relay_topics(self.settings):
+            self._check_same_topic(name)
         log.info("relay resumes after store position %d", self.position)
 
     def _check_same_topic(self, topic: str) -> None:
@@ -214,7 +223,7 @@ class Relay:
         self._producer.begin_transaction()
         for record, value in records:
             self._producer.send(
-                self.settings.kafka_topic,
+                self._topic_of(record),
                 key=record["account_id"].encode(),
                 value=value,
                 headers=[
@@ -223,6 +232,12 @@ class Relay:
                 ],
             )
         self._producer.commit_transaction()
+
+    def _topic_of(self, record: dict[str, Any]) -> str:
+        """Access records go to the restricted topic, not to every subscriber."""
+        if record["event_type"] == types.HISTORY_READ:
+            return self.settings.access_topic
+        return self.settings.kafka_topic
 
     def _lag(self, published: int) -> int:
         """Store positions not yet published: 0 once a batch came back short (caught up)."""

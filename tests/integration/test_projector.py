@@ -147,8 +147,8 @@ def test_rebuild_replaces_a_damaged_read_model_with_the_full_replay(
     report = rebuild(live.settings, show_progress=False)
 
     assert damaged != counted == {"registration_received": 30}
-    assert report == {"stored": 30, "before": damaged, "after": counted, "complete": True,
-                      "missing_offsets": 0}  # fmt: skip
+    assert report == {"stored": 30, "access_records": 0, "before": damaged, "after": counted,
+                      "complete": True, "missing_offsets": 0}  # fmt: skip
     assert live.trail.totals() == counted
 
 
