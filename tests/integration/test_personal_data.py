@@ -205,6 +205,12 @@ def topic_bytes(bootstrap: str, topic: str) -> bytes:
         consumer.close()
 
 
+def topics_beside(settings: Settings) -> list[str]:
+    """The deployment's other topics: access records, and the dead letters of both."""
+    access = settings.access_topic
+    return [settings.dlq_topic, access, f"{access}.dlq"]
+
+
 def clickhouse_text(url: str, database: str) -> tuple[list[str], bytes]:
     """Every table of `database` and all of their rows as TSV text."""
     client = connect(url, database)
@@ -262,12 +268,12 @@ def test_no_personal_value_is_stored_published_projected_or_logged_in_clear(
     assert shown[1]["payload"]["reason"] == lan.reason
     publish_all(settings, registry=backbone.registry)
 
-    # The topic and its dead letters, raw.
+    # The topic, the access topic and their dead letters, raw.
     published = topic_bytes(settings.kafka_bootstrap, settings.kafka_topic)
     assert published.count(PREFIX.encode()) >= 3 * 3 + 3  # names, births, sexes, reasons...
     assert clear_values_in(published, everyone) == []
-    assert clear_values_in(topic_bytes(settings.kafka_bootstrap, settings.dlq_topic),
-                           everyone) == []  # fmt: skip
+    for topic in topics_beside(settings):
+        assert clear_values_in(topic_bytes(settings.kafka_bootstrap, topic), everyone) == []
 
     # Every table of the deployment's database, as text.
     tables, rows = clickhouse_text(chdb_url, settings.clickhouse_database)
@@ -534,6 +540,7 @@ def test_processes_log_no_personal_value_and_refuse_to_start_without_the_kek(
         wait_until(lambda: api.received("22420") == 3, 90, every=0.5)
         published = topic_bytes(kafka_bootstrap, settings.kafka_topic)
         assert published.count(b"personal_data_erased") >= 1
+        published += b"".join(topic_bytes(kafka_bootstrap, t) for t in topics_beside(settings))
 
     logs = file_bytes(tmp_path / "api.log", tmp_path / "relay.log")
     assert b"relay" in logs and b"API:" in logs
