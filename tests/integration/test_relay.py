@@ -122,3 +122,23 @@ def test_relay_refuses_a_store_that_is_behind_its_topic(kafka_bootstrap, env_for
     settings = Settings.from_env(replaced)
     with pytest.raises(StoreBehindTopicError, match="new topic"):
         Relay(settings, Registry(settings)).start()
+
+
+def test_access_records_go_to_the_restricted_topic_only(kafka_bootstrap, env_for) -> None:
+    settings = Settings.from_env(env_for())
+    registry = Registry(settings)
+    citizen = personal_number()
+    registry.handle(register_command(citizen))
+    account = registry.account(citizen)
+    assert account is not None
+    registry.record_access(account, "auditor:abc", "auditor", "complaint 12", "history")
+    registry.handle(approve_command(citizen))
+
+    publish_all(settings, registry)
+
+    codec = citizen_event_codec()
+    public = [codec.decode(r.value) for r in read_topic(kafka_bootstrap, settings.kafka_topic, 2)]
+    access = [codec.decode(r.value) for r in read_topic(kafka_bootstrap, settings.access_topic, 1)]
+    assert [e["event_type"] for e in public] == ["registration_received", "registration_decided"]
+    assert [e["event_type"] for e in access] == ["history_read"]
+    assert access[0]["payload"]["purpose"] == "complaint 12"
