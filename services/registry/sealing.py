@@ -41,13 +41,28 @@ def load_kek(path: Path, key_store: Path, event_store: Path | None = None) -> by
                     "it no personal field and no stored event can be read; restore KEK_FILE"
                 )
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(32))
+        _create_once(path, secrets.token_bytes(32))
     kek = path.read_bytes()
     if len(kek) != 32:
         raise KeyEncryptionKeyError(f"the key-encryption key {path} must hold 32 bytes")
     return kek
+
+
+def _create_once(path: Path, content: bytes) -> None:
+    """Write `content` to a new file (0600) unless another process made it first; a reader
+    never sees it half written (written beside it, then linked into place)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(temporary, path)  # fails if it exists: the first one made wins
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink()
 
 
 def store_cipher_env(kek: bytes) -> dict[str, str]:
@@ -66,7 +81,7 @@ class KeyStore:
     def __init__(self, path: Path, kek: bytes) -> None:
         self._kek = AESGCM(kek)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA secure_delete = ON")  # a destroyed key leaves no bytes behind
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute(
@@ -76,10 +91,10 @@ class KeyStore:
         self._check_kek()
 
     def _check_kek(self) -> None:
+        self._db.execute(  # the first process to open the store sets it; others check it
+            "INSERT OR IGNORE INTO meta VALUES ('kek_check', ?)", (self._wrap(_KEK_CHECK),)
+        )
         row = self._db.execute("SELECT value FROM meta WHERE name = 'kek_check'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('kek_check', ?)", (self._wrap(_KEK_CHECK),))
-            return
         try:
             self._unwrap(row[0])
         except InvalidTag:
