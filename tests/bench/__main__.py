@@ -23,8 +23,10 @@ from tests.bench.deployment import (
     broker_address,
     make_deployment,
 )
+from tests.bench.history import history_problems
 from tests.bench.live import live_problems, live_run
 from tests.bench.report import git_commit, machine, save, table
+from tests.bench.sealing import sealing_bench, sealing_problems
 from tests.support.broker import running_broker
 from tests.support.factories import VN
 from tests.support.processes import ROOT
@@ -43,6 +45,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("-n", "--count", type=_count, default=10000, help="registrations")
     parser.add_argument("--concurrency", type=_positive, default=16, help="parallel requests")
+    parser.add_argument(
+        "--sealing-n", type=_positive, default=3000, help="registrations per sealing round"
+    )
+    parser.add_argument(
+        "--history-reads", type=_positive, default=200, help="auditor history reads"
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole run")
     parser.add_argument("--out", type=Path, default=var_dir / "bench.json", help="JSON result")
     parser.add_argument(
@@ -78,6 +86,9 @@ def run_phases(
     live = live_run(dep, args, deadline)
     results["live"] = live
     problems += live_problems(live, args.count)
+    if "history_read" in live:
+        results["history_read"] = live.pop("history_read")
+        problems += history_problems(results["history_read"])
     if not live["counted"] or not live["accepted"]:
         return
     n = live["accepted"]
@@ -95,6 +106,23 @@ def catchup(
         problems.append(str(exc))
 
 
+def sealing_phase(
+    dep: Deployment,
+    args: argparse.Namespace,
+    deadline: Deadline,
+    results: dict[str, Any],
+    problems: list[str],
+) -> None:
+    """The registry's write path with encryption on and off (no services running by now)."""
+    print(f"sealing: {args.sealing_n} registrations per round, on/off alternating", flush=True)
+    try:
+        results["sealing"] = sealing_bench(dep.dir / "sealing", args.sealing_n, deadline)
+    except BenchError as exc:
+        problems.append(str(exc))
+        return
+    problems += sealing_problems(results["sealing"])
+
+
 def run(args: argparse.Namespace, deadline: Deadline, results: dict[str, Any]) -> list[str]:
     """A deployment on the broker (started if none answers), its phases; the problems seen."""
     problems: list[str] = []
@@ -104,6 +132,7 @@ def run(args: argparse.Namespace, deadline: Deadline, results: dict[str, Any]) -
             dep = make_deployment(args.var_dir)
             results["deployment"] = str(dep.dir)
             run_phases(dep, args, deadline, results, problems)
+            sealing_phase(dep, args, deadline, results, problems)
             if not problems and not args.keep:
                 shutil.rmtree(dep.dir, ignore_errors=True)  # event store, chdb and logs
     except (BenchError, httpx.HTTPError, subprocess.SubprocessError) as exc:

@@ -24,6 +24,7 @@ from tests.bench.deployment import (
     check_alive,
     wait_healthy,
 )
+from tests.bench.history import history_reads
 from tests.bench.workload import PostResult, post_all, post_one, registration, registrations
 from tests.support.api import api_and_relay
 from tests.support.factories import VN
@@ -43,6 +44,9 @@ def live_run(dep: Deployment, args: argparse.Namespace, deadline: Deadline) -> d
             figures["until_counted_s"] = until_counted
             figures["drain_after_posting_s"] = until_counted - posted.elapsed_s
             figures.update(read_model_checks(client, dep, posted, deadline))
+            print(f"history reads ({args.history_reads}, auditor)...", flush=True)
+            end = deadline.within(300)
+            figures["history_read"] = history_reads(dep, posted.citizens, args.history_reads, end)
     return figures
 
 

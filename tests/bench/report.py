@@ -46,7 +46,7 @@ def git_commit() -> str:
 
 def table(r: dict[str, Any]) -> str:
     """The figures of a run as two aligned columns."""
-    rows = [*_live_rows(r), *_catchup_rows(r), *_run_rows(r)]
+    rows = [*_live_rows(r), *_catchup_rows(r), *_sealing_rows(r), *_run_rows(r)]
     width = max(len(label) for label, _ in rows)
     value_width = max(len(value) for _, value in rows)
     return "\n".join(f"{label:<{width}}  {value:>{value_width}}" for label, value in rows)
@@ -86,6 +86,19 @@ def _catchup_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         (
             "  first..last batch / first batch (s)",
             f"{batches} / {_fmt(proj.get('first_batch_s'), 2)}",
+        ),
+    ]
+
+
+def _sealing_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    seal, hist = r.get("sealing", {}), r.get("history_read", {})
+    on, off = _fmt(seal.get("commands_per_s_on")), _fmt(seal.get("commands_per_s_off"))
+    return [
+        (f"registry commands/s, M {_fmt(seal.get('m'))}, on / off", f"{on} / {off}"),
+        ("  ratio on / off (of the medians)", _fmt(seal.get("ratio_on_off"), 2)),
+        (
+            f"history read p50 / p99 (ms), K {_fmt(hist.get('reads'))}",
+            f"{_ms(hist.get('p50_s'))} / {_ms(hist.get('p99_s'))}",
         ),
     ]
 

@@ -35,6 +35,7 @@ class PostResult:
     latencies_s: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     accepted: Counter[str] = field(default_factory=Counter)  # commune -> registrations
+    citizens: list[tuple[str, str]] = field(default_factory=list)  # accepted (number, name)
 
 
 def registration(i: int, base: int, rng: random.Random, now: datetime) -> dict[str, Any]:
@@ -121,6 +122,7 @@ def _post_share(
             if error is None:
                 result.ok += 1
                 result.accepted[body["commune_code"]] += 1
+                result.citizens.append((body["citizen_id"], body["full_name"]))
             else:
                 result.errors[error] += 1
 
