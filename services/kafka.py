@@ -50,17 +50,22 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = DEFAULT_PARTITION
         admin.close()
 
 
-def check_keeps_events(bootstrap: str, topic: str) -> None:
-    """Refuse a topic whose retention or cleanup policy would delete events, naming the setting."""
+def topic_config(bootstrap: str, topic: str) -> dict[str, str]:
+    """Every configuration value of `topic` (defaults included), by name."""
     admin = _admin(bootstrap)
     try:
-        found = admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all"
-        )["topic"][topic]
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic)
+        found = admin.describe_configs([resource], config_filter="all")["topic"][topic]
     finally:
         admin.close()
+    return {name: str(item.get("value")) for name, item in found.items()}
+
+
+def check_keeps_events(bootstrap: str, topic: str) -> None:
+    """Refuse a topic whose retention or cleanup policy would delete events, naming the setting."""
+    found = topic_config(bootstrap, topic)
     for name, wanted in KEEP_FOREVER.items():
-        value = found.get(name, {}).get("value")
+        value = found.get(name)
         if value != wanted:
             raise TopicRetentionError(
                 f"topic {topic} has {name}={value}: it would delete events; set {name}={wanted} "

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 STATES = ("starting", "running", "retrying", "paused", "failed", "stopped")
-COMMAND_TYPES = ("registration", "decision", "activation", "status_change", "target")
+COMMAND_TYPES = ("registration", "decision", "activation", "status_change", "target", "erasure")
 COMMAND_OUTCOMES = ("created", "duplicate", "refused", "error")
 VERIFICATION_RESULTS = ("verified", "pending", "broken", "incomplete")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from services.settings import Settings
 from tests.support.broker import TEST_PORT, running_broker
 from tests.support.environment import deployment_env
 from tests.support.processes import ROOT
@@ -37,3 +38,9 @@ def env_for(tmp_path: Path) -> Callable[..., dict[str, str]]:
         return {**base, **overrides}
 
     return make
+
+
+@pytest.fixture
+def settings(env_for: Callable[..., dict[str, str]]) -> Settings:
+    """The settings of this test's fresh deployment (`env_for()` read once)."""
+    return Settings.from_env(env_for())

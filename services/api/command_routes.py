@@ -17,6 +17,7 @@ from services.api.responses import OrjsonResponse
 from services.registry.application import Outcome
 from services.registry.commands import Command
 from services.registry.reconcile import reconcile
+from services.settings import Settings
 
 if TYPE_CHECKING:
     from services.api.bootstrap import Backbone
@@ -24,14 +25,15 @@ if TYPE_CHECKING:
 CommunePath = Annotated[str, Path(pattern=r"^[0-9]{5}$")]
 
 router = APIRouter()
+Intake = Callable[[Any, Settings], Command]  # a request body and the settings -> its command
 
 
-def _outcome(outcome: Outcome, status: int = 201) -> OrjsonResponse:
+def outcome_response(outcome: Outcome, status: int = 201) -> OrjsonResponse:
     headers = {"Idempotent-Replayed": "true"} if outcome.duplicate else {}
     return OrjsonResponse(outcome.as_dict(), status_code=status, headers=headers)
 
 
-async def _submitted(backbone: Backbone, kind: str, build: Callable[[], Command]) -> Outcome:
+async def submit_counted(backbone: Backbone, kind: str, build: Callable[[], Command]) -> Outcome:
     """Submit the command `build` makes, counting its outcome: created, duplicate, refused
     (invalid, against a rule, or conflicting: answered 4xx) or error (a fault: 5xx)."""
     try:
@@ -46,19 +48,22 @@ async def _submitted(backbone: Backbone, kind: str, build: Callable[[], Command]
     return outcome
 
 
+async def _command(request: Request, kind: str, intake_of: Intake, body: Any) -> OrjsonResponse:
+    """The route body every command endpoint shares: build from the request, submit, answer."""
+    backbone = backbone_of(request)
+    build = partial(intake_of, body, backbone.settings)
+    return outcome_response(await submit_counted(backbone, kind, build))
+
+
 @router.post("/v1/registrations", status_code=201, dependencies=[COMMANDS])
 async def register(body: RegistrationIn, request: Request) -> OrjsonResponse:
-    backbone = backbone_of(request)
-    build = partial(intake.registration, body, backbone.settings)
-    return _outcome(await _submitted(backbone, "registration", build))
+    return await _command(request, "registration", intake.registration, body)
 
 
 @router.post("/v1/decisions", status_code=201, dependencies=[COMMANDS])
 async def decide(body: DecisionIn, request: Request) -> OrjsonResponse:
     """A registration approved or rejected; the personal number is in the body."""
-    backbone = backbone_of(request)
-    build = partial(intake.decision, body.citizen_id, body, backbone.settings)
-    return _outcome(await _submitted(backbone, "decision", build))
+    return await _command(request, "decision", intake.decision, body)
 
 
 # Retired: the personal number was in the path (plain str: nothing validated or echoed).
@@ -69,16 +74,12 @@ async def decide_gone(citizen_id: str) -> None:
 
 @router.post("/v1/activations", status_code=201, dependencies=[COMMANDS])
 async def activate(body: ActivationIn, request: Request) -> OrjsonResponse:
-    backbone = backbone_of(request)
-    build = partial(intake.activation, body, backbone.settings)
-    return _outcome(await _submitted(backbone, "activation", build))
+    return await _command(request, "activation", intake.activation, body)
 
 
 @router.post("/v1/status-changes", status_code=201, dependencies=[COMMANDS])
 async def change_status(body: StatusChangeIn, request: Request) -> OrjsonResponse:
-    backbone = backbone_of(request)
-    build = partial(intake.status_change, body, backbone.settings)
-    return _outcome(await _submitted(backbone, "status_change", build))
+    return await _command(request, "status_change", intake.status_change, body)
 
 
 @router.post("/v1/sync", dependencies=[COMMANDS])
@@ -123,4 +124,4 @@ async def reconcile_deaths(request: Request) -> dict[str, Any]:
 @router.put("/v1/targets/{commune_code}", dependencies=[ADMIN])
 async def set_target(commune_code: CommunePath, body: TargetIn, request: Request) -> OrjsonResponse:
     build = partial(intake.target, commune_code, body)
-    return _outcome(await _submitted(backbone_of(request), "target", build), 200)
+    return outcome_response(await submit_counted(backbone_of(request), "target", build), 200)

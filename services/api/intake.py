@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+from pydantic import BaseModel
+
 from services.api.models import (
     ActivationIn,
     DecisionIn,
@@ -12,12 +16,15 @@ from services.api.models import (
 from services.registry.commands import (
     ActivateAccount,
     ChangeStatus,
+    Command,
     DecideRegistration,
     RegisterCitizen,
     SetTarget,
 )
 from services.registry.validation import check_person, check_time, province_of
 from services.settings import Settings
+
+C = TypeVar("C", bound=Command)
 
 
 def registration(body: RegistrationIn, settings: Settings) -> RegisterCitizen:
@@ -41,37 +48,23 @@ def registration(body: RegistrationIn, settings: Settings) -> RegisterCitizen:
     )
 
 
-def decision(citizen_id: str, body: DecisionIn, settings: Settings) -> DecideRegistration:
-    _check_time("decided_at", body.decided_at, settings)
-    return DecideRegistration(
-        command_id=body.command_id,
-        citizen_id=citizen_id,
-        decision=body.decision,
-        reason=body.reason,
-        decided_at=body.decided_at.isoformat(),
-    )
+def decision(body: DecisionIn, settings: Settings) -> DecideRegistration:
+    return _timed(DecideRegistration, body, "decided_at", settings)
 
 
 def activation(body: ActivationIn, settings: Settings) -> ActivateAccount:
-    _check_time("activated_at", body.activated_at, settings)
-    return ActivateAccount(
-        command_id=body.command_id,
-        citizen_id=body.citizen_id,
-        method=body.method,
-        activated_at=body.activated_at.isoformat(),
-    )
+    return _timed(ActivateAccount, body, "activated_at", settings)
 
 
 def status_change(body: StatusChangeIn, settings: Settings) -> ChangeStatus:
-    _check_time("effective_at", body.effective_at, settings)
-    return ChangeStatus(
-        command_id=body.command_id,
-        citizen_id=body.citizen_id,
-        status=body.status,
-        reason=body.reason,
-        source=body.source,
-        effective_at=body.effective_at.isoformat(),
-    )
+    return _timed(ChangeStatus, body, "effective_at", settings)
+
+
+def _timed(command: type[C], body: BaseModel, field: str, settings: Settings) -> C:
+    """`command` from a body whose fields it shares, its time checked and kept as ISO text."""
+    moment = getattr(body, field)
+    _check_time(field, moment, settings)
+    return command(**{**body.model_dump(), field: moment.isoformat()})
 
 
 def target(commune_code: str, body: TargetIn) -> SetTarget:

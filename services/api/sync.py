@@ -18,10 +18,6 @@ from services.settings import Settings
 MAX_COMMANDS = 5000
 
 
-class DecisionItem(DecisionIn):
-    citizen_id: Annotated[str, Field(pattern=r"^[0-9]{12}$")]
-
-
 class SyncIn(Body):
     device_id: Id
     commands: Annotated[list[dict[str, Any]], Field(max_length=MAX_COMMANDS)]
@@ -30,7 +26,7 @@ class SyncIn(Body):
 Builder = Callable[[Any, Settings], Command]
 ITEM_TYPES: dict[str, tuple[type[BaseModel], Builder]] = {
     "registration": (RegistrationIn, intake.registration),
-    "decision": (DecisionItem, lambda b, s: intake.decision(b.citizen_id, b, s)),
+    "decision": (DecisionIn, intake.decision),
     "activation": (ActivationIn, intake.activation),
     "status_change": (StatusChangeIn, intake.status_change),
 }

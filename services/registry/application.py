@@ -28,7 +28,14 @@ from services.registry.domain import (
 )
 from services.registry.identity import account_id, command_uuid
 from services.registry.publication import TopicPublication
-from services.registry.sealing import KeyStore, Sealer, load_kek, store_cipher_env
+from services.registry.sealing import (
+    ErasedError,
+    KeyEncryptionKeyError,
+    KeyStore,
+    Sealer,
+    load_kek,
+    store_cipher_env,
+)
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,7 +62,7 @@ class Outcome:
 
 # What a command may be refused with; anything else is a fault.
 REFUSALS: tuple[type[Exception], ...] = (RuleViolationError, AccountNotFoundError,
-                                         CommandReuseError)  # fmt: skip
+                                         CommandReuseError, ErasedError)  # fmt: skip
 
 
 REFUSALS_OR_CONFLICT: tuple[type[Exception], ...] = (*REFUSALS, ConcurrencyError)
@@ -81,6 +88,19 @@ class Registry(Application[UUID]):
         self.keys = KeyStore(settings.key_store, kek)
         self.sealer = Sealer(self.keys)
         super().__init__(env={**settings.eventsourcing_env(), **store_cipher_env(kek)})
+        self._check_store_opens()
+
+    def _check_store_opens(self) -> None:
+        """Refuse a KEK that does not open the events already stored (a wrong KEK_FILE)."""
+        first = self.recorder.select_notifications(start=1, limit=1)
+        try:
+            for notification in first:
+                self.mapper.to_domain_event(notification)
+        except Exception as exc:
+            self.keys.close()
+            raise KeyEncryptionKeyError(
+                "the key-encryption key does not open the stored events: wrong KEK_FILE"
+            ) from exc
 
     def close(self) -> None:
         super().close()

@@ -28,13 +28,15 @@ class Command:
     """A request to change one aggregate; subclasses say which and how."""
 
     kind: ClassVar[str] = ""
+    undigested: ClassVar[tuple[str, ...]] = ()  # fields a resend may leave to their default
     command_id: str
 
     def digest(self, key: bytes) -> str:
         """A keyed fingerprint of what the command asks, to tell a resend from a reused id
         (keyed: a plain hash of personal fields could be reversed by guessing them)."""
         body = dataclasses.asdict(self)
-        body.pop("command_id")
+        for name in ("command_id", *self.undigested):
+            body.pop(name)
         body["kind"] = self.kind
         canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
         return hmac.new(key, canonical, hashlib.sha256).hexdigest()
@@ -58,11 +60,13 @@ class AccountCommand(Command):
     """A command on one citizen's account, found by the pseudonym of the personal number."""
 
     citizen_id: str
+    refused_once_erased: ClassVar[bool] = True  # an erased account takes no more commands
 
     def apply(self, aggregate: Account | None, aggregate_id: UUID, seal: Seal) -> Account:
         if aggregate is None:
             raise AccountNotFoundError("no registration is recorded for this citizen")
-        aggregate.check_not_erased()
+        if self.refused_once_erased:
+            aggregate.check_not_erased()
         self.record_on(aggregate, seal)
         return aggregate
 
@@ -151,15 +155,14 @@ class EraseCitizen(AccountCommand):
     """Erase the citizen's personal data (crypto-shredding), for a stated legal basis."""
 
     kind: ClassVar[str] = "erasure"
+    refused_once_erased: ClassVar[bool] = False  # a second erasure is a no-op
+    undigested: ClassVar[tuple[str, ...]] = ("requested_at",)  # "now" unless stated
     legal_basis: str
     reference: str
     requested_at: str
 
-    def apply(self, aggregate: Account | None, aggregate_id: UUID, seal: Seal) -> Account:
-        if aggregate is None:
-            raise AccountNotFoundError("no registration is recorded for this citizen")
-        aggregate.erase(self.legal_basis, self.reference, self.requested_at)
-        return aggregate
+    def record_on(self, account: Account, seal: Seal) -> None:
+        account.erase(self.legal_basis, self.reference, self.requested_at)
 
     def result(self, aggregate: Account) -> dict[str, Any]:
         return {**super().result(aggregate), "erased": True}

@@ -88,7 +88,11 @@ class KeyStore:
             "CREATE TABLE IF NOT EXISTS data_keys (account_id TEXT PRIMARY KEY, wrapped BLOB)"
         )
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB)")
-        self._check_kek()
+        try:
+            self._check_kek()
+        except KeyEncryptionKeyError:
+            self._db.close()
+            raise
 
     def _check_kek(self) -> None:
         self._db.execute(  # the first process to open the store sets it; others check it

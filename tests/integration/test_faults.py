@@ -31,7 +31,7 @@ from services.registry.application import Registry
 from services.registry.domain import AccessRecord
 from services.relay.relay import Relay, UnpublishableEventError
 from services.settings import Settings
-from tests.support.factories import register_command
+from tests.support.factories import register_command, registry_with
 from tests.support.kafka import publish_all, read_topic
 from tests.support.processes import free_port
 from tests.support.read_models import projector_for, run_until
@@ -58,13 +58,6 @@ def _run(loop: Any, stop: threading.Event) -> None:
         threading.current_thread().error = exc  # type: ignore[attr-defined]
 
 
-def registered(settings: Settings, count: int) -> Registry:
-    registry = Registry(settings)
-    for _ in range(count):
-        registry.handle(register_command())
-    return registry
-
-
 def row_counts(projector: Projector) -> tuple[int, int]:
     rows = projector.trail.client.query_rows(
         f"SELECT count(), uniqExact(event_id) FROM {projector.trail.table}"
@@ -77,10 +70,9 @@ def state_of(health: ComponentHealth) -> str:
 
 
 def test_projector_retries_while_its_table_is_gone_then_stores_every_event_once(
-    kafka_bootstrap, env_for, chdb_url
+    kafka_bootstrap, settings, chdb_url
 ) -> None:
-    settings = Settings.from_env(env_for())
-    registry = registered(settings, 20)
+    registry = registry_with(settings, 20)
     publish_all(settings, registry)
     projector = projector_for(settings, chdb_url)
     projector.close()
@@ -100,10 +92,9 @@ def test_projector_retries_while_its_table_is_gone_then_stores_every_event_once(
 
 
 def test_relay_retries_while_its_store_cannot_be_read_then_resumes_exactly(
-    kafka_bootstrap, env_for
+    kafka_bootstrap, settings
 ) -> None:
-    settings = Settings.from_env(env_for())
-    registry = registered(settings, 10)
+    registry = registry_with(settings, 10)
     relay = Relay(settings, registry)
     read = registry.recorder.select_notifications
     failures = {"left": 3}
@@ -128,9 +119,10 @@ def test_relay_retries_while_its_store_cannot_be_read_then_resumes_exactly(
     assert len(positions) == len(set(positions)) == 20
 
 
-def test_an_event_that_cannot_be_published_stops_the_relay_loudly(kafka_bootstrap, env_for) -> None:
-    settings = Settings.from_env(env_for())
-    registry = registered(settings, 3)
+def test_an_event_that_cannot_be_published_stops_the_relay_loudly(
+    kafka_bootstrap, settings
+) -> None:
+    registry = registry_with(settings, 3)
     broken = AccessRecord(account_id="x", subject={}, actor="a", role="auditor", purpose="p",
                           scope="history", occurred_at=datetime.now(UTC).isoformat())  # fmt: skip
     registry.save(broken)
@@ -147,11 +139,10 @@ def test_an_event_that_cannot_be_published_stops_the_relay_loudly(kafka_bootstra
 
 
 def test_an_unacknowledged_dead_letter_stores_and_commits_nothing(
-    kafka_bootstrap, env_for, chdb_url
+    kafka_bootstrap, settings, chdb_url
 ) -> None:
-    settings = Settings.from_env(env_for())
     ensure_topic(kafka_bootstrap, settings.kafka_topic, partitions=1)
-    publish_all(settings, registered(settings, 2))
+    publish_all(settings, registry_with(settings, 2))
     [garbage] = produce(kafka_bootstrap, settings.kafka_topic, [b"garbage"])
     registry = Registry(settings)
     registry.handle(register_command())
@@ -176,11 +167,10 @@ def test_an_unacknowledged_dead_letter_stores_and_commits_nothing(
 
 
 def test_a_record_of_a_newer_schema_pauses_its_partition_until_the_upgrade(
-    kafka_bootstrap, env_for, chdb_url
+    kafka_bootstrap, settings, chdb_url
 ) -> None:
-    settings = Settings.from_env(env_for())
     ensure_topic(kafka_bootstrap, settings.kafka_topic, partitions=1)
-    registry = registered(settings, 2)
+    registry = registry_with(settings, 2)
     publish_all(settings, registry)
     newer = newer_codec()
     sample = citizen_event_codec().decode(

@@ -12,7 +12,7 @@ import dataclasses
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
+from kafka.admin import KafkaAdminClient, NewTopic
 
 from projections.rebuild import rebuild
 from services.kafka import (
@@ -21,29 +21,18 @@ from services.kafka import (
     TopicChangedError,
     TopicRetentionError,
     ensure_topic,
+    topic_config,
 )
-from services.registry.application import Registry
 from services.relay.relay import Relay
 from services.settings import Settings
-from tests.support.factories import register_command
+from tests.support.factories import register_command, registry_with
 from tests.support.kafka import publish_all, read_topic
-from tests.support.read_models import projector_for, run_until
+from tests.support.read_models import projected, projector_for, run_until
 from tests.support.waiting import wait_until
 
 
 def admin(bootstrap: str) -> KafkaAdminClient:
     return KafkaAdminClient(bootstrap_servers=bootstrap)
-
-
-def topic_config(bootstrap: str, topic: str) -> dict[str, str]:
-    client = admin(bootstrap)
-    try:
-        found = client.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all"
-        )["topic"][topic]
-    finally:
-        client.close()
-    return {name: item["value"] for name, item in found.items()}
 
 
 def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
@@ -81,16 +70,8 @@ def _topics(bootstrap: str) -> list[str]:
         client.close()
 
 
-def registered(settings: Settings, count: int) -> Registry:
-    registry = Registry(settings)
-    for _ in range(count):
-        registry.handle(register_command())
-    return registry
-
-
-def test_topics_are_made_to_keep_every_event_for_ever(kafka_bootstrap, env_for) -> None:
-    settings = Settings.from_env(env_for())
-    publish_all(settings, registered(settings, 2))
+def test_topics_are_made_to_keep_every_event_for_ever(kafka_bootstrap, settings) -> None:
+    publish_all(settings, registry_with(settings, 2))
 
     config = topic_config(kafka_bootstrap, settings.kafka_topic)
 
@@ -103,16 +84,15 @@ def test_topics_are_made_to_keep_every_event_for_ever(kafka_bootstrap, env_for) 
     ("setting", "value"), [("retention.ms", "604800000"), ("cleanup.policy", "compact")]
 )
 def test_relay_and_projector_refuse_a_topic_that_would_delete_events(
-    kafka_bootstrap, env_for, chdb_url, setting, value
+    kafka_bootstrap, settings, chdb_url, setting, value
 ) -> None:
-    settings = Settings.from_env(env_for())
     client = admin(kafka_bootstrap)
     try:
         configs = {**KEEP_FOREVER, setting: value}  # only this one setting is wrong
         client.create_topics([NewTopic(settings.kafka_topic, 3, 1, topic_configs=configs)])
     finally:
         client.close()
-    relay = Relay(settings, registered(settings, 1))
+    relay = Relay(settings, registry_with(settings, 1))
 
     with pytest.raises(TopicRetentionError, match=setting):
         relay.start()
@@ -121,9 +101,8 @@ def test_relay_and_projector_refuse_a_topic_that_would_delete_events(
         projector_for(settings, chdb_url)
 
 
-def test_relay_refuses_to_resume_once_records_were_deleted(kafka_bootstrap, env_for) -> None:
-    settings = Settings.from_env(env_for())
-    registry = registered(settings, 6)
+def test_relay_refuses_to_resume_once_records_were_deleted(kafka_bootstrap, settings) -> None:
+    registry = registry_with(settings, 6)
     publish_all(settings, registry)
     ends = end_offsets(kafka_bootstrap, settings.kafka_topic)
     delete_records(kafka_bootstrap, ends)
@@ -136,9 +115,8 @@ def test_relay_refuses_to_resume_once_records_were_deleted(kafka_bootstrap, env_
     assert end_offsets(kafka_bootstrap, settings.kafka_topic) == ends  # nothing republished
 
 
-def test_relay_refuses_a_recreated_topic(kafka_bootstrap, env_for) -> None:
-    settings = Settings.from_env(env_for())
-    registry = registered(settings, 4)
+def test_relay_refuses_a_recreated_topic(kafka_bootstrap, settings) -> None:
+    registry = registry_with(settings, 4)
     publish_all(settings, registry)
     delete_topic(kafka_bootstrap, settings.kafka_topic)
     ensure_topic(kafka_bootstrap, settings.kafka_topic)
@@ -151,10 +129,9 @@ def test_relay_refuses_a_recreated_topic(kafka_bootstrap, env_for) -> None:
 
 
 def test_relay_publishes_a_store_for_the_first_time_from_its_start(
-    kafka_bootstrap, env_for
+    kafka_bootstrap, settings
 ) -> None:
-    settings = Settings.from_env(env_for())
-    registry = registered(settings, 5)
+    registry = registry_with(settings, 5)
 
     published = publish_all(settings, registry)
 
@@ -163,13 +140,8 @@ def test_relay_publishes_a_store_for_the_first_time_from_its_start(
     assert registry.publication(settings.kafka_topic) is not None
 
 
-def test_projector_refuses_to_jump_over_deleted_events(kafka_bootstrap, env_for, chdb_url) -> None:
-    settings = Settings.from_env(env_for())
-    registry = registered(settings, 8)
-    publish_all(settings, registry)
-    first = projector_for(settings, chdb_url)
-    run_until(first, 8)
-    first.close()
+def test_projector_refuses_to_jump_over_deleted_events(kafka_bootstrap, settings, chdb_url) -> None:
+    registry, first = projected(settings, chdb_url, 8)
     for _ in range(8):
         registry.handle(register_command())
     publish_all(settings, registry)
@@ -182,16 +154,12 @@ def test_projector_refuses_to_jump_over_deleted_events(kafka_bootstrap, env_for,
     assert sum(second.trail.totals().values()) == 8
 
 
-def test_projector_refuses_a_longer_recreated_topic(kafka_bootstrap, env_for, chdb_url) -> None:
-    settings = Settings.from_env(env_for())
-    publish_all(settings, registered(settings, 3))
-    first = projector_for(settings, chdb_url)
-    run_until(first, 3)
-    first.close()
+def test_projector_refuses_a_longer_recreated_topic(kafka_bootstrap, settings, chdb_url) -> None:
+    projected(settings, chdb_url, 3)
     delete_topic(kafka_bootstrap, settings.kafka_topic)
     # Another store fills the recreated topic with more records than the old one had.
     other = dataclasses.replace(settings, sqlite_path=settings.var_dir / "other.sqlite")
-    publish_all(other, registered(other, 40))
+    publish_all(other, registry_with(other, 40))
     second = projector_for(settings, chdb_url)
 
     with pytest.raises(TopicChangedError, match="recreated"):
@@ -204,10 +172,7 @@ def test_rebuild_refuses_a_topic_missing_its_first_events_unless_the_loss_is_acc
     kafka_bootstrap, env_for, chdb_url
 ) -> None:
     settings = dataclasses.replace(Settings.from_env(env_for()), clickhouse_url=chdb_url)
-    publish_all(settings, registered(settings, 12))
-    live = projector_for(settings, chdb_url)
-    run_until(live, 12)
-    live.close()
+    _, live = projected(settings, chdb_url, 12)
     ends = end_offsets(kafka_bootstrap, settings.kafka_topic)
     cut = {tp: 1 for tp, end in ends.items() if end > 0}  # the first record of each partition
     delete_records(kafka_bootstrap, cut)

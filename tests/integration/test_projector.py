@@ -15,10 +15,14 @@ from services.kafka import TopicChangedError, ensure_topic
 from services.registry.application import Registry
 from services.settings import Settings
 from tests.support.environment import unique
-from tests.support.factories import approve_command, personal_number, register_command
+from tests.support.factories import (
+    approve_command,
+    personal_number,
+    register_command,
+)
 from tests.support.kafka import projector_lag, publish_all
 from tests.support.processes import python_process
-from tests.support.read_models import projector_for, run_until
+from tests.support.read_models import projected, projector_for, run_until
 from tests.support.waiting import wait_until
 
 
@@ -130,13 +134,7 @@ def test_rebuild_replaces_a_damaged_read_model_with_the_full_replay(
     kafka_bootstrap, env_for, chdb_url
 ) -> None:
     settings = Settings.from_env(env_for())
-    registry = Registry(settings)
-    for _ in range(30):
-        registry.handle(register_command())
-    publish_all(settings, registry)
-    live = projector_for(settings, chdb_url)
-    run_until(live, 30)
-    live.close()
+    registry, live = projected(settings, chdb_url, 30)
     counted = live.trail.totals()
     live.trail.client.command(
         f"ALTER TABLE {live.trail.table} DELETE WHERE kafka_offset % 2 = 0 "
@@ -190,13 +188,7 @@ def test_a_read_model_from_a_shorter_recreated_topic_is_refused(
     kafka_bootstrap, env_for, chdb_url
 ) -> None:
     settings = Settings.from_env(env_for())
-    registry = Registry(settings)
-    for _ in range(5):
-        registry.handle(register_command())
-    publish_all(settings, registry)
-    first = projector_for(settings, chdb_url)
-    run_until(first, 5)
-    first.close()
+    registry, first = projected(settings, chdb_url, 5)
     # The same read models, now fed from a recreated (here: another, shorter) topic.
     other = Settings.from_env(env_for(CLICKHOUSE_DATABASE=settings.clickhouse_database,
                                       KAFKA_TOPIC=unique("recreated"),

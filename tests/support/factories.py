@@ -7,7 +7,9 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from services.registry.application import Registry
 from services.registry.commands import DecideRegistration, RegisterCitizen
+from services.settings import Settings
 
 VN = timezone(timedelta(hours=7))
 COMMUNES = {"22420": "56", "22453": "56", "22528": "56"}  # Phường Cam Ranh, Xã Cam Lâm, Ninh Hòa
@@ -71,3 +73,11 @@ def approve_command(citizen_id: str) -> DecideRegistration:
         reason="",
         decided_at="2023-06-27T10:05:00+07:00",
     )
+
+
+def registry_with(settings: Settings, registrations: int = 0) -> Registry:
+    """A registry on `settings`' store, with that many new citizens registered in it."""
+    registry = Registry(settings)
+    for _ in range(registrations):
+        registry.handle(register_command())
+    return registry
