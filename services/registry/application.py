@@ -131,7 +131,7 @@ class Registry(Application[UUID]):
             outcome = self._apply(command, pending)
             if not outcome.duplicate:
                 try:
-                    self.save(*pending.aggregates.values(), *pending.receipts.values())
+                    self._save(pending)
                 except IntegrityError:
                     log.info("conflict on command %s, retrying", command.command_id)
                     continue
@@ -155,12 +155,17 @@ class Registry(Application[UUID]):
                 results.append(exc)
         if pending.receipts:
             try:
-                self.save(*pending.aggregates.values(), *pending.receipts.values())
+                self._save(pending)
             except IntegrityError:
                 log.info("batch of %d conflicted, handling one by one", len(commands))
                 return [self._handle_or_error(command) for command in commands]
         self._shred(pending)
         return results
+
+    def _save(self, pending: _Pending) -> None:
+        """The data keys first (one commit for the batch), then the events sealed with them."""
+        self.keys.flush()
+        self.save(*pending.aggregates.values(), *pending.receipts.values())
 
     def _shred(self, pending: _Pending) -> None:
         """Destroy the data keys of accounts whose erasure is recorded (crypto-shredding)."""

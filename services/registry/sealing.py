@@ -14,6 +14,9 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
+from collections import OrderedDict
+from functools import lru_cache
 from pathlib import Path
 from uuid import UUID
 
@@ -21,8 +24,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from eventsourcing.persistence import IntegrityError
 
 PREFIX = "sealed:v1:"
+# Unwrapped data keys are kept in memory for a short while: another process's erasure is
+# seen within CACHE_SECONDS (this process's own at once).
+CACHE_SECONDS = 30.0
+CACHE_SIZE = 4096
 ERASED = "[erased]"
 _KEK_CHECK = b"project06-kek-check"
 
@@ -81,6 +89,8 @@ class KeyStore:
     def __init__(self, path: Path, kek: bytes) -> None:
         self._kek = AESGCM(kek)
         self._lock = threading.Lock()
+        self._unflushed: dict[str, bytes] = {}  # made, not yet durable: see `flush`
+        self._cache: OrderedDict[str, tuple[bytes | None, float]] = OrderedDict()
         self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA secure_delete = ON")  # a destroyed key leaves no bytes behind
         self._db.execute("PRAGMA journal_mode = WAL")
@@ -114,33 +124,80 @@ class KeyStore:
         return bytes(self._kek.decrypt(wrapped[:12], wrapped[12:], b"data-key"))
 
     def key(self, account_id: UUID, create: bool = False) -> bytes | None:
-        """The account's data key; made when `create` and there is none; None once destroyed."""
+        """The account's data key; made when `create` and there is none; None once destroyed.
+
+        A key made here is held until `flush`: the registry flushes before it saves the events
+        sealed with it, so a batch's new keys cost one key-store commit, not one each.
+        """
+        name = str(account_id)
         with self._lock:
+            if name in self._unflushed:
+                return self._unflushed[name]
+            cached = self._cache.get(name)
+            if cached is not None and time.monotonic() - cached[1] < CACHE_SECONDS:
+                return cached[0]
             row = self._db.execute(
-                "SELECT wrapped FROM data_keys WHERE account_id = ?", (str(account_id),)
+                "SELECT wrapped FROM data_keys WHERE account_id = ?", (name,)
             ).fetchone()
-            if row is not None:
-                return None if row[0] is None else self._unwrap(row[0])
-            if not create:
-                return None
-            key = bytes(AESGCM.generate_key(bit_length=256))
-            self._db.execute(
-                "INSERT INTO data_keys VALUES (?, ?)", (str(account_id), self._wrap(key))
-            )
+            key = None if row is None or row[0] is None else self._unwrap(row[0])
+            if row is None and create:
+                key = self._unflushed[name] = bytes(AESGCM.generate_key(bit_length=256))
+            elif row is not None:
+                self._remember(name, key)
             return key
+
+    def _remember(self, name: str, key: bytes | None) -> None:
+        self._cache[name] = (key, time.monotonic())
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+    def flush(self) -> None:
+        """Make the keys made since the last flush durable, in one transaction."""
+        with self._lock:
+            if not self._unflushed:
+                return
+            made = {name: self._wrap(key) for name, key in self._unflushed.items()}
+            with self._db:  # one transaction: BEGIN ... COMMIT
+                self._db.execute("BEGIN")
+                self._db.executemany("INSERT OR IGNORE INTO data_keys VALUES (?, ?)", made.items())
+                lost = self._lost_races(made)
+            for name, key in self._unflushed.items():
+                if name not in lost:
+                    self._remember(name, key)
+            self._unflushed.clear()
+        if lost:  # another writer made these accounts' keys first: redo with theirs
+            raise KeyRaceError(f"{len(lost)} data keys were made by another writer first")
+
+    def _lost_races(self, made: dict[str, bytes]) -> set[str]:
+        """The accounts whose stored key is not the one this writer just made."""
+        marks = ",".join("?" * len(made))
+        rows = self._db.execute(
+            f"SELECT account_id, wrapped FROM data_keys WHERE account_id IN ({marks})",
+            list(made),
+        ).fetchall()
+        return {name for name, wrapped in rows if wrapped != made[name]}
 
     def destroy(self, account_id: UUID) -> None:
         """Crypto-shredding: the key is overwritten (a tombstone row says it existed)."""
+        name = str(account_id)
         with self._lock:
+            self._unflushed.pop(name, None)
+            self._cache.pop(name, None)
             self._db.execute(
                 "INSERT INTO data_keys VALUES (?, NULL) "
                 "ON CONFLICT(account_id) DO UPDATE SET wrapped = NULL",
-                (str(account_id),),
+                (name,),
             )
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no old page left in the WAL
 
     def close(self) -> None:
         self._db.close()
+
+
+@lru_cache(maxsize=1024)
+def _cipher(key: bytes) -> AESGCM:
+    """One AES-GCM object per data key in use (a registration seals four fields with one)."""
+    return AESGCM(key)
 
 
 class Sealer:
@@ -156,8 +213,8 @@ class Sealer:
         key = self.keys.key(account_id, create=True)
         if key is None:
             raise ErasedError("this citizen's personal data was erased")
-        nonce = secrets.token_bytes(12)
-        sealed = nonce + AESGCM(key).encrypt(nonce, value.encode(), str(account_id).encode())
+        nonce = os.urandom(12)
+        sealed = nonce + _cipher(key).encrypt(nonce, value.encode(), account_id.bytes)
         return PREFIX + base64.urlsafe_b64encode(sealed).decode()
 
     def open(self, account_id: UUID, value: str) -> str:
@@ -168,8 +225,13 @@ class Sealer:
         if key is None:
             return ERASED
         raw = base64.urlsafe_b64decode(value[len(PREFIX) :])
-        clear = AESGCM(key).decrypt(raw[:12], raw[12:], str(account_id).encode())
+        clear = _cipher(key).decrypt(raw[:12], raw[12:], account_id.bytes)
         return bytes(clear).decode()
+
+
+class KeyRaceError(IntegrityError):
+    """Two writers made a new account's data key at once; the loser redoes its command (the
+    registry retries on IntegrityError, as for any optimistic-concurrency conflict)."""
 
 
 class ErasedError(Exception):
