@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -188,7 +187,7 @@ class Registry(Application[UUID]):
                 raise CommandReuseError("command_id was already used for another command")
             return Outcome(earlier.result, duplicate=True)
         current = pending.aggregates[agg_id] if agg_id in pending.aggregates else self._get(agg_id)
-        aggregate = command.apply(current, agg_id, partial(self.sealer.seal, agg_id))
+        aggregate = command.apply(current, agg_id, self.sealer.for_account(agg_id))
         outcome = Outcome(command.result(aggregate))
         pending.aggregates[agg_id] = aggregate
         pending.receipts[receipt_id] = CommandReceipt.record(receipt_id, digest, outcome.body)

@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from uuid import UUID
@@ -208,14 +209,25 @@ class Sealer:
 
     def seal(self, account_id: UUID, value: str) -> str:
         """`value` sealed for `account_id` ("" stays "": nothing to hide)."""
-        if value == "":
-            return ""
-        key = self.keys.key(account_id, create=True)
-        if key is None:
-            raise ErasedError("this citizen's personal data was erased")
-        nonce = os.urandom(12)
-        sealed = nonce + _cipher(key).encrypt(nonce, value.encode(), account_id.bytes)
-        return PREFIX + base64.urlsafe_b64encode(sealed).decode()
+        return self.for_account(account_id)(value)
+
+    def for_account(self, account_id: UUID) -> Callable[[str], str]:
+        """A sealer of one account's fields that looks its key up once, on first use."""
+        found: list[AESGCM] = []
+
+        def seal(value: str) -> str:
+            if value == "":
+                return ""
+            if not found:
+                key = self.keys.key(account_id, create=True)
+                if key is None:
+                    raise ErasedError("this citizen's personal data was erased")
+                found.append(_cipher(key))
+            nonce = os.urandom(12)
+            sealed = nonce + found[0].encrypt(nonce, value.encode(), account_id.bytes)
+            return PREFIX + base64.urlsafe_b64encode(sealed).decode()
+
+        return seal
 
     def open(self, account_id: UUID, value: str) -> str:
         """The clear value, or ERASED once the account's key is destroyed."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -30,6 +31,9 @@ class ClearSealer:
 
     def seal(self, account_id: UUID, value: str) -> str:
         return value
+
+    def for_account(self, account_id: UUID) -> Callable[[str], str]:
+        return str
 
     def open(self, account_id: UUID, value: str) -> str:
         return value
