@@ -10,7 +10,7 @@ import threading
 
 import orjson
 
-from projections.audit import audit_trail
+from projections.audit import AuditTrail, audit_trail
 from projections.dead_letters import read_dead_letters, redrive
 from projections.rebuild import rebuild
 from projections.runner import Projector, ProjectorOptions, access_projector
@@ -18,7 +18,7 @@ from services.health import FatalError
 from services.settings import Settings
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m projections",
         description="ClickHouse read models of topic citizen-events. Reads KAFKA_BOOTSTRAP, "
@@ -50,12 +50,15 @@ def main(argv: list[str] | None = None) -> None:
         "redrive: store those that decode now (after an upgrade), skipping events already "
         "stored; stop the projector/API first with the embedded engine",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s projector %(levelname)s %(message)s"
     )
     logging.getLogger("kafka").setLevel(logging.WARNING)
-
     settings = Settings.from_env()
     try:
         _dispatch(args, settings)
@@ -66,36 +69,38 @@ def main(argv: list[str] | None = None) -> None:
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
     if args.command == "rebuild":
-        print(orjson.dumps(rebuild(settings, accept_loss=args.accept_loss)).decode())
-        return
-    if args.command == "dlq" and args.action == "list":
+        _print(rebuild(settings, accept_loss=args.accept_loss))
+    elif args.command == "dlq" and args.action == "list":
         for letter in read_dead_letters(settings):
             letter.pop("value")
-            print(orjson.dumps(letter).decode(), flush=True)
-        return
-    trail = audit_trail(settings.clickhouse_url, settings.clickhouse_database)
-    if args.command == "dlq":
-        print(orjson.dumps(redrive(settings, trail)).decode())
-        return
-    if args.command == "stats":
-        rows = trail.client.query_rows(f"SELECT count(), uniqExact(event_id) FROM {trail.table}")
-        total, unique = rows[0]
-        print(
-            orjson.dumps(
-                {"rows": total, "unique_events": unique, "by_type": trail.totals()}
-            ).decode()
-        )
-        return
+            _print(letter)
+    else:
+        trail = audit_trail(settings.clickhouse_url, settings.clickhouse_database)
+        if args.command == "dlq":
+            _print(redrive(settings, trail))
+        elif args.command == "stats":
+            _print(_stats(trail))
+        else:
+            _run(settings, trail, args)
 
+
+def _print(document: object) -> None:
+    print(orjson.dumps(document).decode(), flush=True)
+
+
+def _stats(trail: AuditTrail) -> dict[str, object]:
+    rows = trail.client.query_rows(f"SELECT count(), uniqExact(event_id) FROM {trail.table}")
+    total, unique = rows[0]
+    return {"rows": total, "unique_events": unique, "by_type": trail.totals()}
+
+
+def _run(settings: Settings, trail: AuditTrail, args: argparse.Namespace) -> None:
+    """The projector and, beside it, the access projector, until SIGTERM or SIGINT."""
     options = ProjectorOptions(max_poll_records=args.max_poll_records)
     projector = Projector(settings, trail, options)
-    access = access_projector(settings, options, trail.client)
     if args.progress:
-
-        def report(events: list[dict[str, object]]) -> None:
-            print(orjson.dumps({"stored": projector.stored}).decode(), flush=True)
-
-        projector.on_batch = report
+        projector.on_batch = lambda events: _print({"stored": projector.stored})
+    access = access_projector(settings, options, trail.client)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -113,6 +113,15 @@ def verify_history(
     }  # fmt: skip
 
 
+def _in_place_and_window(level: str, only: str) -> str:
+    """WHERE: one commune or province ({code}), rows matching `only`, happened in [since, until)."""
+    column = "commune_code" if level == "commune" else "province_code"
+    return (
+        f"WHERE {column} = {{code:String}} AND {only} "
+        f"AND occurred_at >= {{since:DateTime64(3)}} AND occurred_at < {{until:DateTime64(3)}}"
+    )
+
+
 class AuditTrail:
     """Reads and writes the audit trail in one ClickHouse database."""
 
@@ -198,14 +207,11 @@ class AuditTrail:
 
         `by` is event_type (all events), or channel / phone / device (registrations received).
         """
-        column = "commune_code" if level == "commune" else "province_code"
-        key = BREAKDOWNS[by]
         only = NOT_READS if by == "event_type" else REGISTRATIONS
         sql = (
-            f"SELECT toStartOfHour(occurred_at) AS hour, {key} AS key, count() FROM {self.table} "
-            f"WHERE {column} = {{code:String}} AND {only} "
-            f"AND occurred_at >= {{since:DateTime64(3)}} "
-            f"AND occurred_at < {{until:DateTime64(3)}} GROUP BY hour, key ORDER BY hour, key"
+            f"SELECT toStartOfHour(occurred_at) AS hour, {BREAKDOWNS[by]} AS key, count() "
+            f"FROM {self.table} {_in_place_and_window(level, only)} "
+            f"GROUP BY hour, key ORDER BY hour, key"
         )
         rows = self.client.query_rows(sql, {"code": code, "since": since, "until": until})
         return [(as_utc(hour), str(k), int(n)) for hour, k, n in rows]
@@ -214,11 +220,9 @@ class AuditTrail:
         self, level: str, code: str, since: datetime, until: datetime
     ) -> list[tuple[str, str, datetime, int]]:
         """(device, station, hour, registrations received) for every device that worked."""
-        column = "commune_code" if level == "commune" else "province_code"
         sql = (
             f"SELECT device_id, any(station_id), toStartOfHour(occurred_at) AS hour, count() "
-            f"FROM {self.table} WHERE {column} = {{code:String}} AND {REGISTRATIONS} "
-            f"AND occurred_at >= {{since:DateTime64(3)}} AND occurred_at < {{until:DateTime64(3)}} "
+            f"FROM {self.table} {_in_place_and_window(level, REGISTRATIONS)} "
             f"GROUP BY device_id, hour ORDER BY device_id, hour"
         )
         rows = self.client.query_rows(sql, {"code": code, "since": since, "until": until})

@@ -29,15 +29,8 @@ from projections.audit import ACCESS_TABLE, AuditTrail, audit_trail, to_row
 from projections.clickhouse import LockedClient
 from projections.dead_letters import DeadLetters
 from schemas.codec import SerializationError, UnknownSchemaError, citizen_event_codec
+from services import kafka as broker
 from services.health import ComponentHealth, FatalError
-from services.kafka import (
-    EventsDeletedError,
-    TopicChangedError,
-    check_keeps_events,
-    ensure_topic,
-    run_restarting,
-    topic_id,
-)
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -121,9 +114,9 @@ class Projector:
         )
         # A group that joins before its topic's partitions are known is assigned nothing and
         # only rejoins at the next metadata refresh: make the topic and see its partitions first.
-        ensure_topic(s.kafka_bootstrap, topic)
-        check_keeps_events(s.kafka_bootstrap, topic)
-        self.topic_id = topic_id(s.kafka_bootstrap, topic) or NO_TOPIC
+        broker.ensure_topic(s.kafka_bootstrap, topic)
+        broker.check_keeps_events(s.kafka_bootstrap, topic)
+        self.topic_id = broker.topic_id(s.kafka_bootstrap, topic) or NO_TOPIC
         self.paused = {}
         deadline = time.monotonic() + 30
         while not (partitions := self._consumer.partitions_for_topic(topic)):
@@ -168,7 +161,7 @@ class Projector:
         """Refuse a read model built from another topic of the same name (recreated)."""
         recorded = {tid for _, tid in points.values()} - {NO_TOPIC}
         if recorded and recorded != {self.topic_id}:
-            raise TopicChangedError(
+            raise broker.TopicChangedError(
                 f"the read models were built from topic id {sorted(map(str, recorded))}, but "
                 f"{self.settings.kafka_topic} now has id {self.topic_id}: the topic was "
                 "recreated; rebuild them with `python -m projections rebuild`"
@@ -183,7 +176,7 @@ class Projector:
         gone = {tp.partition: begins[tp] - start for tp, start in starts.items()
                 if start < begins[tp]}  # fmt: skip
         if gone:
-            raise EventsDeletedError(
+            raise broker.EventsDeletedError(
                 f"topic {self.settings.kafka_topic} no longer holds offsets the read models "
                 f"have not stored (partition: offsets missing {gone}); they cannot be "
                 "completed: restore the topic, or rebuild with --accept-loss"
@@ -299,7 +292,7 @@ class Projector:
     def run(self, stop: threading.Event) -> None:
         """Project until `stop`; after a fault start over (resuming, as always, after the rows
         ClickHouse holds); a fatal error stops it and is raised."""
-        run_restarting(self.health, self.start, self.step, self.close, stop)
+        broker.run_restarting(self.health, self.start, self.step, self.close, stop)
 
     def close(self) -> None:
         if self._consumer is not None:

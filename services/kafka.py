@@ -122,11 +122,7 @@ def run_restarting(
             start()
             health.running()
             backoff = 0.5
-            while not stop.is_set():
-                moved = step()
-                health.progressed()
-                if moved == 0 and idle_sleep:
-                    stop.wait(idle_sleep)
+            _step_until(stop, step, health, idle_sleep)
         except FatalError as exc:
             health.failed(exc)
             log.error("%s stopped: %s", health.name, exc)
@@ -140,3 +136,14 @@ def run_restarting(
         finally:
             close()
     health.stopped()
+
+
+def _step_until(
+    stop: threading.Event, step: Callable[[], int], health: ComponentHealth, idle_sleep: float
+) -> None:
+    """Call `step` until `stop`, resting `idle_sleep` after a step that moved nothing."""
+    while not stop.is_set():
+        moved = step()
+        health.progressed()
+        if moved == 0 and idle_sleep:
+            stop.wait(idle_sleep)

@@ -15,8 +15,10 @@ from services.registry.sealing import KeyEncryptionKeyError
 from services.relay.relay import Relay, RelayOptions
 from services.settings import Settings
 
+log = logging.getLogger(__name__)
 
-def main(argv: list[str] | None = None) -> None:
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m services.relay",
         description="Publish the registry's events to Kafka, in order, exactly once. "
@@ -27,39 +29,43 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--partitions", type=int, default=3, help="partitions if it creates the topic"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s relay %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
-
     settings = Settings.from_env()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    metrics = RelayMetrics()
     try:
         registry = Registry(settings)
     except KeyEncryptionKeyError as exc:  # missing or wrong KEK: nothing could be read
-        logging.getLogger(__name__).error("refusing to start: %s", exc)
+        log.error("refusing to start: %s", exc)
         raise SystemExit(2) from None
-    relay = Relay(
-        settings,
-        registry,
-        RelayOptions(args.batch_size, 0.02, args.partitions),
-        on_batch=metrics.on_batch,
-    )
+    metrics = RelayMetrics()
+    options = RelayOptions(args.batch_size, 0.02, args.partitions)
+    relay = Relay(settings, registry, options, on_batch=metrics.on_batch)
     metrics.watch(relay.health)
-    # Served from the start: a relay waiting for its broker shows as "starting", then stuck.
+    _run(relay, settings, metrics, stop)
+    log.info("relay stopped at position %d", relay.position)
+
+
+def _run(relay: Relay, settings: Settings, metrics: RelayMetrics, stop: threading.Event) -> None:
+    """Publish until `stop`, metrics served from the start (a relay waiting for its broker
+    shows as "starting", then stuck); a fatal error exits with code 2 and its reason."""
     port = settings.relay_metrics_port
     server = serve(metrics.registry, port) if port else None
     try:
         wait_for_broker(settings.kafka_bootstrap)
         relay.run(stop)
     except FatalError as exc:
-        logging.getLogger(__name__).error("%s", exc)
+        log.error("%s", exc)
         raise SystemExit(2) from None
     finally:
         stop_serving(server)
-    logging.getLogger(__name__).info("relay stopped at position %d", relay.position)
 
 
 if __name__ == "__main__":
