@@ -1,6 +1,9 @@
 """Auditor's command line: print a citizen's timeline and whether its history verifies.
 
-    AUDITOR_TOKEN=... python -m services.auditor 056090001234 --purpose "complaint 2023/118"
+    echo 056090001234 | AUDITOR_TOKEN=... python -m services.auditor --purpose "complaint 2023/118"
+
+The personal number is read from standard input (a process's arguments are visible to every
+user of the machine in `ps`); giving it as an argument still works, for scripts that must.
 
 It reads through the HTTP API, so the read is checked against the auditor role and recorded
 (who, when, why) like any other. Exit status: 0 verified, 1 not verified, 2 error.
@@ -67,6 +70,9 @@ def verdict(verification: dict[str, Any]) -> str:
     if verification["verified"]:
         return (f"VERIFIED: {verification['events_in_store']} events, chain intact, "
                 "none missing")  # fmt: skip
+    if verification.get("status") == "pending":
+        return (f"PENDING: {verification['pending']} of {verification['events_in_store']} "
+                "events recorded but not projected yet; the rest verifies")  # fmt: skip
     parts = ["NOT VERIFIED:"]
     if not verification["chain_intact"]:
         link = verification["first_broken_link"]
@@ -84,7 +90,12 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("citizen_id", help="the 12-digit personal identification number")
+    parser.add_argument(
+        "citizen_id",
+        nargs="?",
+        help="the 12-digit personal identification number (default: read from standard input, "
+        "which keeps it out of the process list)",
+    )
     parser.add_argument("--purpose", required=True, help="why you read it (recorded)")
     parser.add_argument(
         "--url",
@@ -98,8 +109,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.token:
         parser.error("give --token or set AUDITOR_TOKEN")
+    citizen_id = args.citizen_id or sys.stdin.readline().strip()
+    if not citizen_id:
+        parser.error("give the personal number on standard input")
     try:
-        history = fetch(args.url, args.token, args.citizen_id, args.purpose)
+        history = fetch(args.url, args.token, citizen_id, args.purpose)
     except httpx.HTTPError as exc:
         print(f"error: cannot reach {args.url}: {exc.__class__.__name__}", file=sys.stderr)
         raise SystemExit(2) from None

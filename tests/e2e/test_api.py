@@ -264,11 +264,14 @@ def test_auditor_tool_prints_the_timeline_and_its_verification(api: Api) -> None
         "decided_at": body["captured_at"],
     }
     assert api.call("POST", "/v1/decisions", json=decision).status_code == 201
-    command = [sys.executable, "-m", "services.auditor", body["citizen_id"], "--purpose", "e2e"]
+    command = [sys.executable, "-m", "services.auditor", "--purpose", "e2e"]  # number on stdin
     env = {**os.environ, "API_URL": str(api.http.base_url), "AUDITOR_TOKEN": TOKENS["auditor"]}
+    number = body["citizen_id"] + "\n"
 
     def run() -> subprocess.CompletedProcess[str] | None:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            command, env=env, input=number, capture_output=True, text=True, timeout=60
+        )
         return done if "registration_decided" in done.stdout else None
 
     done: Any = wait_until(run, 30, every=0.3)
@@ -276,7 +279,9 @@ def test_auditor_tool_prints_the_timeline_and_its_verification(api: Api) -> None
     assert "VERIFIED: 2 events" in done.stdout
     assert "fingerprints unreadable" in done.stdout and "22528" in done.stdout
     viewer = {**env, "AUDITOR_TOKEN": TOKENS["viewer"]}
-    refused = subprocess.run(command, env=viewer, capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        command, env=viewer, input=number, capture_output=True, text=True, timeout=60
+    )
     assert refused.returncode == 2 and "forbidden" in refused.stderr
 
 
