@@ -106,21 +106,15 @@ def catchup(
         problems.append(str(exc))
 
 
-def sealing_phase(
-    dep: Deployment,
-    args: argparse.Namespace,
-    deadline: Deadline,
-    results: dict[str, Any],
-    problems: list[str],
-) -> None:
-    """The registry's write path with encryption on and off (no services running by now)."""
-    print(f"sealing: {args.sealing_n} registrations per round, on/off alternating", flush=True)
+def sealing_phase(dep: Deployment, m: int, deadline: Deadline) -> tuple[dict[str, Any], list[str]]:
+    """The registry's write path with encryption on and off (no services running by now):
+    its figures and the problems seen."""
+    print(f"sealing: {m} registrations per round, on/off alternating", flush=True)
     try:
-        results["sealing"] = sealing_bench(dep.dir / "sealing", args.sealing_n, deadline)
+        figures = sealing_bench(dep.dir / "sealing", m, deadline)
     except BenchError as exc:
-        problems.append(str(exc))
-        return
-    problems += sealing_problems(results["sealing"])
+        return {}, [str(exc)]
+    return figures, sealing_problems(figures)
 
 
 def run(args: argparse.Namespace, deadline: Deadline, results: dict[str, Any]) -> list[str]:
@@ -132,7 +126,9 @@ def run(args: argparse.Namespace, deadline: Deadline, results: dict[str, Any]) -
             dep = make_deployment(args.var_dir)
             results["deployment"] = str(dep.dir)
             run_phases(dep, args, deadline, results, problems)
-            sealing_phase(dep, args, deadline, results, problems)
+            sealing, found = sealing_phase(dep, args.sealing_n, deadline)
+            results.update({"sealing": sealing} if sealing else {})
+            problems += found
             if not problems and not args.keep:
                 shutil.rmtree(dep.dir, ignore_errors=True)  # event store, chdb and logs
     except (BenchError, httpx.HTTPError, subprocess.SubprocessError) as exc:
