@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import orjson
@@ -122,6 +122,15 @@ def _in_place_and_window(level: str, only: str) -> str:
     )
 
 
+class ResumePoint(NamedTuple):
+    """The end of one partition's stored rows: its highest offset, the id of the topic it came
+    from, and the newest recording time among them."""
+
+    offset: int
+    topic_id: UUID
+    newest: datetime
+
+
 class AuditTrail:
     """Reads and writes the audit trail in one ClickHouse database."""
 
@@ -138,8 +147,7 @@ class AuditTrail:
 
     def watermarks(self) -> dict[int, datetime]:
         """partition -> the newest recording time stored from it."""
-        sql = f"SELECT kafka_partition, max(recorded_at) FROM {self.table} GROUP BY kafka_partition"
-        return {int(p): as_utc(t) for p, t in self.client.query_rows(sql)}
+        return {p: point.newest for p, point in self.resume_points().items()}
 
     def watermark(self, account_id: UUID) -> datetime | None:
         """The newest recording time stored in the partition of this account's events; with no
@@ -176,13 +184,16 @@ class AuditTrail:
         return {"complete": bool(complete), "missing_offsets": int(missing),
                 "rebuilt_at": as_utc(at).isoformat()}  # fmt: skip
 
-    def resume_points(self) -> dict[int, tuple[int, UUID]]:
-        """partition -> (highest Kafka offset stored, id of the topic it came from)."""
+    def resume_points(self) -> dict[int, ResumePoint]:
+        """partition -> where the stored rows of that partition end (one aggregation)."""
         sql = (
-            f"SELECT kafka_partition, max(kafka_offset), argMax(topic_id, kafka_offset) "
-            f"FROM {self.table} GROUP BY kafka_partition"
+            f"SELECT kafka_partition, max(kafka_offset), argMax(topic_id, kafka_offset), "
+            f"max(recorded_at) FROM {self.table} GROUP BY kafka_partition"
         )
-        return {int(p): (int(o), UUID(str(t))) for p, o, t in self.client.query_rows(sql)}
+        return {
+            int(p): ResumePoint(int(o), UUID(str(t)), as_utc(newest))
+            for p, o, t, newest in self.client.query_rows(sql)
+        }
 
     def history(self, account_id: UUID) -> list[dict[str, Any]]:
         """Every stored event of one account in order, with its full public payload."""

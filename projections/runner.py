@@ -25,7 +25,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, OffsetOutOfRangeError
 from kafka.partitioner.default import murmur2
 
-from projections.audit import ACCESS_TABLE, AuditTrail, audit_trail, to_row
+from projections.audit import ACCESS_TABLE, AuditTrail, ResumePoint, audit_trail, to_row
 from projections.clickhouse import LockedClient
 from projections.dead_letters import DeadLetters
 from schemas.codec import SerializationError, UnknownSchemaError, citizen_event_codec
@@ -92,7 +92,7 @@ class Projector:
         self.consumed: dict[int, datetime] = {}  # partition -> newest recording time read
         self.partition_count = 0
         self._consumer: KafkaConsumer | None = None
-        self._unchecked: tuple[dict[int, tuple[int, UUID]], dict[TopicPartition, int]] | None
+        self._unchecked: tuple[dict[int, ResumePoint], dict[TopicPartition, int]] | None
         self._unchecked = None
         self._committed: dict[TopicPartition, int | None] = {}
         self._lag_at = 0.0
@@ -124,7 +124,6 @@ class Projector:
                 raise TimeoutError(f"no partitions known for topic {topic}")
             time.sleep(0.1)
         self.partition_count = len(partitions)
-        self.consumed = self.trail.watermarks()
         if self.options.group_mode:
             self._consumer.subscribe([topic], listener=_ResumeFromReadModel(self))
         else:
@@ -138,8 +137,11 @@ class Projector:
         consumer's network thread and may not block on the broker)."""
         assert self._consumer is not None
         points = self.trail.resume_points()
-        starts = {tp: points[tp.partition][0] + 1 if tp.partition in points else 0
+        starts = {tp: points[tp.partition].offset + 1 if tp.partition in points else 0
                   for tp in assigned}  # fmt: skip
+        for tp in assigned:
+            if tp.partition in points:
+                self._saw(tp.partition, points[tp.partition].newest)
         for tp, offset in starts.items():
             self._consumer.seek(tp, offset)
         self._unchecked = (points, starts)
@@ -153,13 +155,13 @@ class Projector:
         points, starts = self._unchecked
         self._check_same_topic(points)
         self._check_nothing_deleted(starts)
-        self._check_not_ahead({tp: points[tp.partition][0] for tp in starts
+        self._check_not_ahead({tp: points[tp.partition].offset for tp in starts
                                if tp.partition in points})  # fmt: skip
         self._unchecked = None
 
-    def _check_same_topic(self, points: dict[int, tuple[int, UUID]]) -> None:
+    def _check_same_topic(self, points: dict[int, ResumePoint]) -> None:
         """Refuse a read model built from another topic of the same name (recreated)."""
-        recorded = {tid for _, tid in points.values()} - {NO_TOPIC}
+        recorded = {point.topic_id for point in points.values()} - {NO_TOPIC}
         if recorded and recorded != {self.topic_id}:
             raise broker.TopicChangedError(
                 f"the read models were built from topic id {sorted(map(str, recorded))}, but "
