@@ -107,11 +107,24 @@ def _pseudonym_secret(env: Mapping[str, str], var_dir: Path) -> bytes:
     if env.get("PSEUDONYM_SECRET"):
         return env["PSEUDONYM_SECRET"].encode()
     path = var_dir / "pseudonym.key"
+    if not path.exists():
+        write_once(path, secrets.token_hex(32).encode())
+    return path.read_text().strip().encode()
+
+
+def write_once(path: Path, content: bytes) -> None:
+    """Write `content` to a new file (0600) unless another process made it first; a reader
+    never sees it half written (written beside it, then linked into place). For the secrets
+    a fresh deployment generates, when the API and the relay start together."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.link(temporary, path)  # fails if it exists: the first one made wins
     except FileExistsError:
         pass
-    else:
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-    return path.read_text().strip().encode()
+    finally:
+        temporary.unlink()

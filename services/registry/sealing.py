@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from eventsourcing.persistence import IntegrityError
 
+from services.settings import write_once
+
 PREFIX = "sealed:v1:"
 # Unwrapped data keys are kept in memory for a short while: another process's erasure is
 # seen within CACHE_SECONDS (this process's own at once).
@@ -50,28 +52,11 @@ def load_kek(path: Path, key_store: Path, event_store: Path | None = None) -> by
                     "it no personal field and no stored event can be read; restore KEK_FILE"
                 )
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _create_once(path, secrets.token_bytes(32))
+        write_once(path, secrets.token_bytes(32))
     kek = path.read_bytes()
     if len(kek) != 32:
         raise KeyEncryptionKeyError(f"the key-encryption key {path} must hold 32 bytes")
     return kek
-
-
-def _create_once(path: Path, content: bytes) -> None:
-    """Write `content` to a new file (0600) unless another process made it first; a reader
-    never sees it half written (written beside it, then linked into place)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(content)
-        f.flush()
-        os.fsync(f.fileno())
-    try:
-        os.link(temporary, path)  # fails if it exists: the first one made wins
-    except FileExistsError:
-        pass
-    finally:
-        temporary.unlink()
 
 
 def store_cipher_env(kek: bytes) -> dict[str, str]:
