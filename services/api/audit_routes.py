@@ -26,14 +26,17 @@ PERSONAL_FIELDS = ("full_name", "date_of_birth", "sex", "reason")
 router = APIRouter()
 
 
-def _audited_account(request: Request, citizen_id: str, purpose: str, scope: str) -> Account:
-    """The citizen's account, after recording this read of it; 404 if there is none.
+def _audited_account(
+    request: Request, citizen_id: str, purpose: str, scope: str
+) -> tuple[Account, dict[int, datetime]]:
+    """The citizen's account (and when each of its events was recorded), after recording this
+    read of it; 404 if there is none.
 
     A read of a number with no account is recorded too (under the account id the number would
     have), so that probing for who is registered leaves a trace.
     """
     registry = backbone_of(request).registry
-    account = registry.account(citizen_id)
+    account, recorded = registry.account_with_times(citizen_id)
     actor, role = request.state.actor, request.state.role
     if account is None:
         place = {"commune_code": "", "province_code": ""}
@@ -41,7 +44,7 @@ def _audited_account(request: Request, citizen_id: str, purpose: str, scope: str
                                   scope)  # fmt: skip
         raise ApiError(404, "account_not_found", "no history is recorded for this citizen")
     registry.record_access(account, actor, role, purpose, scope)
-    return account
+    return account, recorded
 
 
 def revealed(registry: Registry, account_id: UUID, event: dict[str, Any]) -> dict[str, Any]:
@@ -63,9 +66,8 @@ def history(body: HistoryIn, request: Request) -> dict[str, Any]:
     The read itself is recorded (who, when, why) before anything is returned.
     """
     backbone = backbone_of(request)
-    account = _audited_account(request, body.citizen_id, body.purpose, "history")
+    account, recorded = _audited_account(request, body.citizen_id, body.purpose, "history")
     events = backbone.trail.history(account.id)
-    recorded = backbone.registry.recorded_times(account.id)
     projector = backbone.projector
     watermark = (
         projector.watermark(str(account.id)) if projector else backbone.trail.watermark(account.id)

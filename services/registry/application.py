@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.persistence import IntegrityError
 
 from services.registry.commands import (
@@ -243,9 +243,12 @@ class Registry(Application[UUID]):
         self.save(record)
         return record
 
-    def recorded_times(self, account_id: UUID) -> dict[int, datetime]:
-        """sequence -> when the store recorded it, for every event of one account."""
-        return {e.originator_version: e.timestamp for e in self.events.get(account_id)}  # type: ignore[attr-defined]
+    def account_with_times(self, citizen_id: str) -> tuple[Account | None, dict[int, datetime]]:
+        """The account and, by sequence, when the store recorded each of its events: both from
+        one read of its events."""
+        events = list(self.events.get(self.account_id(citizen_id)))
+        account = project_aggregate(None, events) if events else None
+        return account, {e.originator_version: e.timestamp for e in events}  # type: ignore[attr-defined]
 
     def account_as_of(self, citizen_id: str, as_of: datetime) -> Account | None:
         """The account as the registry knew it at `as_of` (events recorded up to then)."""
