@@ -50,15 +50,32 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = DEFAULT_PARTITION
         admin.close()
 
 
-def topic_config(bootstrap: str, topic: str) -> dict[str, str]:
-    """Every configuration value of `topic` (defaults included), by name."""
-    admin = _admin(bootstrap)
-    try:
-        resource = ConfigResource(ConfigResourceType.TOPIC, topic)
-        found = admin.describe_configs([resource], config_filter="all")["topic"][topic]
-    finally:
-        admin.close()
-    return {name: str(item.get("value")) for name, item in found.items()}
+class TopicNotReadyError(RuntimeError):
+    """The broker does not describe the topic yet (just created, metadata still propagating).
+    Transient: the caller's restart loop tries again."""
+
+
+def topic_config(bootstrap: str, topic: str, wait: float = 15.0) -> dict[str, str]:
+    """Every configuration value of `topic` (defaults included), by name.
+
+    Right after a topic is created, a broker may not have applied the new metadata yet and
+    answers with no configuration at all (the error code is dropped by the client): wait for
+    it up to `wait` seconds, then raise `TopicNotReadyError`, never guess a value.
+    """
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic)
+    deadline = time.monotonic() + wait
+    while True:
+        admin = _admin(bootstrap)
+        try:
+            found = admin.describe_configs([resource], config_filter="all")
+        finally:
+            admin.close()
+        configs = found.get("topic", {}).get(topic) or {}
+        if configs:
+            return {name: str(item.get("value")) for name, item in configs.items()}
+        if time.monotonic() > deadline:
+            raise TopicNotReadyError(f"broker does not describe topic {topic} yet")
+        time.sleep(0.2)
 
 
 def check_keeps_events(bootstrap: str, topic: str) -> None:

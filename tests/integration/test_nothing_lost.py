@@ -19,10 +19,12 @@ from services.kafka import (
     KEEP_FOREVER,
     EventsDeletedError,
     TopicChangedError,
+    TopicNotReadyError,
     TopicRetentionError,
     ensure_topic,
     topic_config,
 )
+from services.health import FatalError
 from services.relay.relay import Relay
 from services.settings import Settings
 from tests.support.factories import register_command, registry_with
@@ -78,6 +80,16 @@ def test_topics_are_made_to_keep_every_event_for_ever(kafka_bootstrap, settings)
     assert config["retention.ms"] == "-1"
     assert config["retention.bytes"] == "-1"
     assert config["cleanup.policy"] == "delete"
+
+
+def test_a_topic_the_broker_cannot_describe_is_not_taken_for_a_wrong_one(
+    kafka_bootstrap, settings
+) -> None:
+    # The broker answers an unknown (or just created, not yet propagated) topic with no
+    # configuration at all: that is "not ready, try again", never "retention=None, refuse".
+    with pytest.raises(TopicNotReadyError):
+        topic_config(kafka_bootstrap, settings.kafka_topic, wait=0.5)
+    assert not issubclass(TopicNotReadyError, FatalError)
 
 
 @pytest.mark.parametrize(
