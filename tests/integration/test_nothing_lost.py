@@ -15,6 +15,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from projections.rebuild import rebuild
+from services.health import FatalError
 from services.kafka import (
     KEEP_FOREVER,
     EventsDeletedError,
@@ -24,7 +25,6 @@ from services.kafka import (
     ensure_topic,
     topic_config,
 )
-from services.health import FatalError
 from services.relay.relay import Relay
 from services.settings import Settings
 from tests.support.factories import register_command, registry_with
