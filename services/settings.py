@@ -37,6 +37,13 @@ class Settings:
     ready_max_lag: int = 10_000  # /readyz: events behind beyond this is "lagging"
     relay_metrics_port: int = 9464  # the relay's /metrics on 127.0.0.1; 0: not served
     relay_metrics_url: str = ""  # where the API's /readyz reads the relay's metrics, if set
+    # The signed Merkle log (issue 10): the signer's Ed25519 key is held apart from the read
+    # model and the topic; the tree's nodes and the checkpoints live in their own store.
+    checkpoint_key_file: Path = Path("var/keys/checkpoint.key")
+    merkle_store: Path = Path("var/merkle.sqlite")
+    checkpoint_origin: str = "project06.eid/citizen-events"
+    checkpoint_every: int = 1000  # sign after this many new leaves ...
+    checkpoint_seconds: float = 1.0  # ... or this long after the first unsigned one
 
     @property
     def dlq_topic(self) -> str:
@@ -46,6 +53,11 @@ class Settings:
     def access_topic(self) -> str:
         """Access records (who read whose history, why): restricted, not for every subscriber."""
         return f"{self.kafka_topic}.access"
+
+    @property
+    def checkpoint_topic(self) -> str:
+        """Signed checkpoints, so that copies of them live outside this host."""
+        return f"{self.kafka_topic}.checkpoints"
 
     def eventsourcing_env(self) -> dict[str, str]:
         """The environment the eventsourcing library reads to pick its event store."""
@@ -82,6 +94,13 @@ class Settings:
             ready_max_lag=int(env.get("READY_MAX_LAG", "10000")),
             relay_metrics_port=int(env.get("RELAY_METRICS_PORT", "9464")),
             relay_metrics_url=env.get("RELAY_METRICS_URL", ""),
+            checkpoint_key_file=Path(
+                env.get("CHECKPOINT_KEY_FILE", str(var_dir / "keys" / "checkpoint.key"))
+            ),
+            merkle_store=Path(env.get("MERKLE_STORE", str(var_dir / "merkle.sqlite"))),
+            checkpoint_origin=env.get("CHECKPOINT_ORIGIN", "project06.eid/citizen-events"),
+            checkpoint_every=int(env.get("CHECKPOINT_EVERY", "1000")),
+            checkpoint_seconds=float(env.get("CHECKPOINT_SECONDS", "1.0")),
         )
 
 
