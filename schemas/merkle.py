@@ -39,32 +39,82 @@ def root(leaves: Sequence[bytes]) -> bytes:
     return _mth([leaf_hash(data) for data in leaves])
 
 
-def _path(m: int, hashes: Sequence[bytes]) -> list[bytes]:
-    """PATH(m, D[n]) over leaf hashes."""
-    if len(hashes) <= 1:
+# Proofs name the subtrees whose hashes they carry as leaf ranges [start, end), so that a log
+# kept in memory (`inclusion_proof`) and a log kept as stored nodes (the signer's tree store)
+# build the very same proofs from one piece of index arithmetic.
+Range = tuple[int, int]
+
+
+def inclusion_ranges(index: int, size: int) -> list[Range]:
+    """The ranges whose tree hashes make PATH(index, D[size]), leaf side first."""
+    if not 0 <= index < size:
+        raise ValueError(f"leaf index {index} is outside a tree of size {size}")
+    out: list[Range] = []
+    start, end, m = 0, size, index
+    while end - start > 1:
+        k = _split(end - start)
+        if m < k:
+            out.append((start + k, end))
+            end = start + k
+        else:
+            out.append((start, start + k))
+            start, m = start + k, m - k
+    out.reverse()
+    return out
+
+
+def consistency_ranges(old_size: int, new_size: int) -> list[Range]:
+    """The ranges whose tree hashes make PROOF(old_size, D[new_size]); empty if old_size is 0
+    or new_size. ValueError unless 0 <= old_size <= new_size."""
+    if not 0 <= old_size <= new_size:
+        raise ValueError(f"old size {old_size} is outside 0..{new_size}")
+    if old_size in (0, new_size):
         return []
-    k = _split(len(hashes))
-    if m < k:
-        return [*_path(m, hashes[:k]), _mth(hashes[k:])]
-    return [*_path(m - k, hashes[k:]), _mth(hashes[:k])]
+    out: list[Range] = []
+    start, end, m, whole = 0, new_size, old_size, True
+    while m != end - start:
+        k = _split(end - start)
+        if m <= k:
+            out.append((start + k, end))
+            end = start + k
+        else:
+            out.append((start, start + k))
+            start, m, whole = start + k, m - k, False
+    if not whole:
+        out.append((start, end))
+    out.reverse()
+    return out
+
+
+def perfect_blocks(start: int, end: int) -> list[tuple[int, int]]:
+    """[start, end) as aligned perfect subtrees, left to right, each as (level, index): leaves
+    index * 2**level ... (index + 1) * 2**level - 1.
+
+    For the ranges proofs name (start a multiple of a power of two at least end - start), the
+    blocks' hashes folded right to left (`fold`) are MTH(D[start:end]): one block, or, at the
+    right edge of a tree, its binary decomposition largest first."""
+    out = []
+    while start < end:
+        level = (start & -start).bit_length() - 1 if start else (end - start).bit_length() - 1
+        while start + (1 << level) > end:
+            level -= 1
+        out.append((level, start >> level))
+        start += 1 << level
+    return out
+
+
+def fold(hashes: Sequence[bytes]) -> bytes:
+    """The tree hash of consecutive perfect blocks given left to right (see perfect_blocks)."""
+    result = hashes[-1]
+    for h in reversed(hashes[:-1]):
+        result = node_hash(h, result)
+    return result
 
 
 def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
     """PATH(index, D[n]) for the raw leaf data `leaves`; ValueError unless 0 <= index < n."""
-    if not 0 <= index < len(leaves):
-        raise ValueError(f"leaf index {index} is outside a tree of size {len(leaves)}")
-    return _path(index, [leaf_hash(data) for data in leaves])
-
-
-def _subproof(m: int, hashes: Sequence[bytes], whole: bool) -> list[bytes]:
-    """SUBPROOF(m, D[n], b) over leaf hashes; `whole` is b (D[0:m] is a whole subtree here)."""
-    n = len(hashes)
-    if m == n:
-        return [] if whole else [_mth(hashes)]
-    k = _split(n)
-    if m <= k:
-        return [*_subproof(m, hashes[:k], whole), _mth(hashes[k:])]
-    return [*_subproof(m - k, hashes[k:], False), _mth(hashes[:k])]
+    hashes = [leaf_hash(data) for data in leaves]
+    return [_mth(hashes[a:b]) for a, b in inclusion_ranges(index, len(hashes))]
 
 
 def consistency_proof(leaves: Sequence[bytes], old_size: int) -> list[bytes]:
@@ -72,11 +122,8 @@ def consistency_proof(leaves: Sequence[bytes], old_size: int) -> list[bytes]:
 
     ValueError unless 0 <= old_size <= n.
     """
-    if not 0 <= old_size <= len(leaves):
-        raise ValueError(f"old size {old_size} is outside 0..{len(leaves)}")
-    if old_size in (0, len(leaves)):
-        return []
-    return _subproof(old_size, [leaf_hash(data) for data in leaves], True)
+    hashes = [leaf_hash(data) for data in leaves]
+    return [_mth(hashes[a:b]) for a, b in consistency_ranges(old_size, len(hashes))]
 
 
 def _is_hash(value: object) -> bool:

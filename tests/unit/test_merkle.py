@@ -12,9 +12,13 @@ from schemas.merkle import (
     EMPTY_ROOT,
     MerkleLog,
     consistency_proof,
+    consistency_ranges,
+    fold,
     inclusion_proof,
+    inclusion_ranges,
     leaf_hash,
     node_hash,
+    perfect_blocks,
     root,
     verify_consistency,
     verify_inclusion,
@@ -280,3 +284,19 @@ def test_consistency_edge_cases() -> None:
         consistency_proof(LEAVES, 9)
     with pytest.raises(ValueError):
         consistency_proof(LEAVES, -1)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 13, 64, 100, 255])
+def test_proof_ranges_are_aligned_perfect_blocks_whose_fold_is_their_tree_hash(size: int) -> None:
+    # How the signer's store answers a proof from stored perfect subtrees only: every range a
+    # proof names starts on a multiple of a power of two at least its length, so its greedy
+    # decomposition into aligned blocks, folded right to left, is its RFC tree hash.
+    data = [i.to_bytes(2, "big") for i in range(size)]
+    ranges = {r for m in range(size) for r in inclusion_ranges(m, size)}
+    ranges |= {r for m in range(size + 1) for r in consistency_ranges(m, size)}
+    for start, end in sorted(ranges):
+        blocks = perfect_blocks(start, end)
+        covered = [x for lv, i in blocks for x in range(i << lv, (i + 1) << lv)]
+        assert covered == list(range(start, end))  # exactly the range, in order, no overlap
+        hashes = [ref_mth(data[i << lv : (i + 1) << lv]) for lv, i in blocks]
+        assert fold(hashes) == ref_mth(data[start:end])
