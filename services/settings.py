@@ -18,7 +18,6 @@ class Settings:
     var_dir: Path
     persistence_module: str
     sqlite_path: Path
-    postgres_dsn: str
     kafka_bootstrap: str
     kafka_topic: str
     clickhouse_url: str
@@ -44,6 +43,15 @@ class Settings:
     checkpoint_origin: str = "project06.eid/citizen-events"
     checkpoint_every: int = 1000  # sign after this many new leaves ...
     checkpoint_seconds: float = 1.0  # ... or this long after the first unsigned one
+    # The event store: "sqlite" (embedded default, one file) or "postgres" (several writers;
+    # the key store is then a table in the same database and schema).
+    event_store: str = "sqlite"
+    postgres_host: str = "127.0.0.1"
+    postgres_port: int = 5433
+    postgres_dbname: str = "eid"
+    postgres_user: str = "eid"
+    postgres_password: str = ""
+    postgres_schema: str = "public"
 
     @property
     def dlq_topic(self) -> str:
@@ -59,12 +67,33 @@ class Settings:
         """Signed checkpoints, so that copies of them live outside this host."""
         return f"{self.kafka_topic}.checkpoints"
 
+    @property
+    def postgres_dsn(self) -> str:
+        """The libpq conninfo of the PostgreSQL store (without its schema)."""
+        parts = {"host": self.postgres_host, "port": self.postgres_port,
+                 "dbname": self.postgres_dbname, "user": self.postgres_user,
+                 "password": self.postgres_password}  # fmt: skip
+        quoted = {k: str(v).replace("\\", "\\\\").replace("'", "\\'") for k, v in parts.items()}
+        return " ".join(f"{key}='{value}'" for key, value in quoted.items())
+
     def eventsourcing_env(self) -> dict[str, str]:
         """The environment the eventsourcing library reads to pick its event store."""
         env = {"PERSISTENCE_MODULE": self.persistence_module}
         if self.persistence_module.endswith("sqlite"):
             env["SQLITE_DBNAME"] = str(self.sqlite_path)
             env["SQLITE_LOCK_TIMEOUT"] = "30"
+        if self.event_store == "postgres":
+            env.update(
+                POSTGRES_HOST=self.postgres_host,
+                POSTGRES_PORT=str(self.postgres_port),
+                POSTGRES_DBNAME=self.postgres_dbname,
+                POSTGRES_USER=self.postgres_user,
+                POSTGRES_PASSWORD=self.postgres_password,
+                POSTGRES_SCHEMA=self.postgres_schema,
+                POSTGRES_POOL_SIZE="2",  # kept open; up to 2 + 8 under load
+                POSTGRES_MAX_OVERFLOW="8",
+                POSTGRES_CONNECT_TIMEOUT="10",
+            )
         return env
 
     @classmethod
@@ -72,11 +101,11 @@ class Settings:
         env = os.environ if environ is None else environ
         var_dir = Path(env.get("VAR_DIR", "var")).resolve()
         var_dir.mkdir(parents=True, exist_ok=True)
+        store = _event_store(env)
         return cls(
             var_dir=var_dir,
-            persistence_module=env.get("PERSISTENCE_MODULE", "eventsourcing.sqlite"),
+            persistence_module=_persistence_module(env, store),
             sqlite_path=Path(env.get("SQLITE_DBNAME", str(var_dir / "events.sqlite"))),
-            postgres_dsn=env.get("POSTGRES_DSN", ""),
             kafka_bootstrap=env.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
             kafka_topic=env.get("KAFKA_TOPIC", "citizen-events"),
             clickhouse_url=env.get("CLICKHOUSE_URL", f"chdb://{var_dir / 'chdb'}"),
@@ -101,7 +130,39 @@ class Settings:
             checkpoint_origin=env.get("CHECKPOINT_ORIGIN", "project06.eid/citizen-events"),
             checkpoint_every=int(env.get("CHECKPOINT_EVERY", "1000")),
             checkpoint_seconds=float(env.get("CHECKPOINT_SECONDS", "1.0")),
+            event_store=store,
+            postgres_host=env.get("POSTGRES_HOST", "127.0.0.1"),
+            postgres_port=int(env.get("POSTGRES_PORT", "5433")),
+            postgres_dbname=env.get("POSTGRES_DBNAME", "eid"),
+            postgres_user=env.get("POSTGRES_USER", "eid"),
+            postgres_password=_postgres_password(env, var_dir) if store == "postgres" else "",
+            postgres_schema=env.get("POSTGRES_SCHEMA", "public"),
         )
+
+
+def _event_store(env: Mapping[str, str]) -> str:
+    """EVENT_STORE (sqlite | postgres); a PERSISTENCE_MODULE naming postgres says the same."""
+    default = "postgres" if env.get("PERSISTENCE_MODULE", "").endswith("postgres") else "sqlite"
+    store = env.get("EVENT_STORE", default)
+    if store not in ("sqlite", "postgres"):
+        raise ValueError(f"EVENT_STORE must be sqlite or postgres, not {store!r}")
+    return store
+
+
+def _persistence_module(env: Mapping[str, str], store: str) -> str:
+    """The eventsourcing module: EVENT_STORE's when given, else PERSISTENCE_MODULE's."""
+    if "EVENT_STORE" in env:
+        return f"eventsourcing.{store}"
+    return env.get("PERSISTENCE_MODULE", "eventsourcing.sqlite")
+
+
+def _postgres_password(env: Mapping[str, str], var_dir: Path) -> str:
+    """POSTGRES_PASSWORD, else the file infra/postgres/postgres.sh generates at initdb
+    (POSTGRES_PASSWORD_FILE, default VAR_DIR/postgres/password)."""
+    if "POSTGRES_PASSWORD" in env:
+        return env["POSTGRES_PASSWORD"]
+    path = Path(env.get("POSTGRES_PASSWORD_FILE", str(var_dir / "postgres" / "password")))
+    return path.read_text().strip() if path.exists() else ""
 
 
 def _vietnam_time(text: str) -> datetime:

@@ -11,7 +11,7 @@ from pathlib import Path
 import uvicorn
 
 from services.api.app import create_app
-from services.registry.sealing import KeyEncryptionKeyError, KeyStore, load_kek
+from services.registry.sealing import KeyEncryptionKeyError, open_key_store
 from services.settings import ROLES, Settings
 
 log = logging.getLogger("services.api")
@@ -34,8 +34,7 @@ def check_keys(settings: Settings) -> None:
     a key store or an event store exists) or does not open the key store: the registry would
     fail inside the server's startup, with a traceback instead of a reason."""
     try:
-        kek = load_kek(settings.kek_file, settings.key_store, settings.sqlite_path)
-        KeyStore(settings.key_store, kek).close()
+        open_key_store(settings)[1].close()
     except KeyEncryptionKeyError as exc:
         log.error("refusing to start: %s", exc)
         raise SystemExit(2) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -11,6 +12,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.persistence import IntegrityError
 
+from services import pg
 from services.registry.commands import (
     AccountCommand,
     AccountNotFoundError,
@@ -30,9 +32,8 @@ from services.registry.publication import TopicPublication
 from services.registry.sealing import (
     ErasedError,
     KeyEncryptionKeyError,
-    KeyStore,
     Sealer,
-    load_kek,
+    open_key_store,
     store_cipher_env,
 )
 from services.settings import Settings
@@ -76,6 +77,13 @@ class _Pending:
     erased: set[UUID] = field(default_factory=set)  # accounts whose data keys go once saved
 
 
+def _setting_up(settings: Settings) -> AbstractContextManager[None]:
+    """On PostgreSQL, one process at a time creates the store's tables (see `services.pg`)."""
+    if settings.event_store == "postgres":
+        return pg.setting_up(settings)
+    return nullcontext()
+
+
 class Registry(Application[UUID]):
     """Write side of the backbone. Events of `Account` are the public stream."""
 
@@ -83,10 +91,10 @@ class Registry(Application[UUID]):
 
     def __init__(self, settings: Settings) -> None:
         self._secret = settings.pseudonym_secret
-        kek = load_kek(settings.kek_file, settings.key_store, settings.sqlite_path)
-        self.keys = KeyStore(settings.key_store, kek)
+        kek, self.keys = open_key_store(settings)
         self.sealer = Sealer(self.keys)
-        super().__init__(env={**settings.eventsourcing_env(), **store_cipher_env(kek)})
+        with _setting_up(settings):
+            super().__init__(env={**settings.eventsourcing_env(), **store_cipher_env(kek)})
         self._check_store_opens()
 
     def _check_store_opens(self) -> None:

@@ -1,7 +1,8 @@
 """Personal fields sealed with a data key per citizen (AES-256-GCM), erasable by key destruction.
 
-Data keys live in a small mutable key store beside the event store (SQLite by default), each
-wrapped by the key-encryption key (KEK) held apart: a file (`KEK_FILE`, 0600) here, a KMS or
+Data keys live in a small mutable key store beside the event store (a SQLite file by default, a
+table in the event store's database on PostgreSQL: `key_tables.py`), each wrapped by the
+key-encryption key (KEK) held apart: a file (`KEK_FILE`, 0600) here, a KMS or
 HSM in production. A sealed value is `sealed:v1:<base64url(nonce || ciphertext || tag)>`,
 bound to its account by the associated data; once the account's data key is destroyed it can
 never be opened again, wherever a copy of it went (store, topic, read models, backups).
@@ -12,7 +13,6 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from eventsourcing.persistence import IntegrityError
 
-from services.settings import write_once
+from services.registry.key_tables import KeyTable, PostgresKeyTable, SqliteKeyTable
+from services.settings import Settings, write_once
 
 PREFIX = "sealed:v1:"
 # Unwrapped data keys are kept in memory for a short while: another process's erasure is
@@ -42,15 +43,20 @@ class KeyEncryptionKeyError(RuntimeError):
     """The key-encryption key is missing or is not the one the key store was made with."""
 
 
-def load_kek(path: Path, key_store: Path, event_store: Path | None = None) -> bytes:
-    """The KEK at `path`; made (0600) only on a fresh deployment, else its absence is refused."""
+def load_kek(
+    path: Path, key_store: Path, event_store: Path | None = None, in_use: str = ""
+) -> bytes:
+    """The KEK at `path`; made (0600) only on a fresh deployment, else its absence is refused.
+    `in_use` names a store that already holds data (a PostgreSQL one), if any."""
     if not path.exists():
         for existing in (key_store, event_store):
             if existing is not None and existing.exists() and existing.stat().st_size:
-                raise KeyEncryptionKeyError(
-                    f"the key-encryption key {path} is missing but {existing} exists: without "
-                    "it no personal field and no stored event can be read; restore KEK_FILE"
-                )
+                in_use = in_use or str(existing)
+        if in_use:
+            raise KeyEncryptionKeyError(
+                f"the key-encryption key {path} is missing but {in_use} exists: without "
+                "it no personal field and no stored event can be read; restore KEK_FILE"
+            )
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_once(path, secrets.token_bytes(32))
     kek = path.read_bytes()
@@ -69,21 +75,34 @@ def store_cipher_env(kek: bytes) -> dict[str, str]:
     }
 
 
-class KeyStore:
-    """account id -> wrapped data key, in its own SQLite file; deleted keys are overwritten."""
+def open_key_store(settings: Settings) -> tuple[bytes, KeyStore]:
+    """The KEK (a missing or wrong one refused) and the key store of the settings' event store:
+    a SQLite file (`KEY_STORE`) beside a SQLite store, a table beside a PostgreSQL one."""
+    if settings.event_store != "postgres":
+        kek = load_kek(settings.kek_file, settings.key_store, settings.sqlite_path)
+        return kek, KeyStore(settings.key_store, kek)
+    table = PostgresKeyTable(settings)
+    try:
+        where = f"the PostgreSQL store (schema {settings.postgres_schema})"
+        kek = load_kek(
+            settings.kek_file, settings.key_store, in_use=where if table.in_use() else ""
+        )
+    except KeyEncryptionKeyError:
+        table.close()
+        raise
+    return kek, KeyStore(table, kek)
 
-    def __init__(self, path: Path, kek: bytes) -> None:
+
+class KeyStore:
+    """account id -> wrapped data key, in its own table (`key_tables`); destroyed keys are
+    overwritten. `store` is a SQLite file's path or an open table."""
+
+    def __init__(self, store: Path | KeyTable, kek: bytes) -> None:
         self._kek = AESGCM(kek)
         self._lock = threading.Lock()
         self._unflushed: dict[str, bytes] = {}  # made, not yet durable: see `flush`
         self._cache: OrderedDict[str, tuple[bytes | None, float]] = OrderedDict()
-        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA secure_delete = ON")  # a destroyed key leaves no bytes behind
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS data_keys (account_id TEXT PRIMARY KEY, wrapped BLOB)"
-        )
-        self._db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB)")
+        self._db = SqliteKeyTable(store) if isinstance(store, Path) else store
         try:
             self._check_kek()
         except KeyEncryptionKeyError:
@@ -91,12 +110,10 @@ class KeyStore:
             raise
 
     def _check_kek(self) -> None:
-        self._db.execute(  # the first process to open the store sets it; others check it
-            "INSERT OR IGNORE INTO meta VALUES ('kek_check', ?)", (self._wrap(_KEK_CHECK),)
-        )
-        row = self._db.execute("SELECT value FROM meta WHERE name = 'kek_check'").fetchone()
+        # the first process to open the store sets it; others check it
+        stored = self._db.set_kek_check(self._wrap(_KEK_CHECK))
         try:
-            self._unwrap(row[0])
+            self._unwrap(stored)
         except InvalidTag:
             raise KeyEncryptionKeyError(
                 "the key-encryption key does not open this key store: wrong KEK_FILE"
@@ -122,9 +139,7 @@ class KeyStore:
             cached = self._cache.get(name)
             if cached is not None and time.monotonic() - cached[1] < CACHE_SECONDS:
                 return cached[0]
-            row = self._db.execute(
-                "SELECT wrapped FROM data_keys WHERE account_id = ?", (name,)
-            ).fetchone()
+            row = self._db.wrapped(name)
             key = None if row is None or row[0] is None else self._unwrap(row[0])
             if row is None and create:
                 key = self._unflushed[name] = bytes(AESGCM.generate_key(bit_length=256))
@@ -143,10 +158,7 @@ class KeyStore:
             if not self._unflushed:
                 return
             made = {name: self._wrap(key) for name, key in self._unflushed.items()}
-            with self._db:  # one transaction: BEGIN ... COMMIT
-                self._db.execute("BEGIN")
-                self._db.executemany("INSERT OR IGNORE INTO data_keys VALUES (?, ?)", made.items())
-                lost = self._lost_races(made)
+            lost = self._db.insert_new(made)  # one transaction
             for name, key in self._unflushed.items():
                 if name not in lost:
                     self._remember(name, key)
@@ -154,27 +166,13 @@ class KeyStore:
         if lost:  # another writer made these accounts' keys first: redo with theirs
             raise KeyRaceError(f"{len(lost)} data keys were made by another writer first")
 
-    def _lost_races(self, made: dict[str, bytes]) -> set[str]:
-        """The accounts whose stored key is not the one this writer just made."""
-        marks = ",".join("?" * len(made))
-        rows = self._db.execute(
-            f"SELECT account_id, wrapped FROM data_keys WHERE account_id IN ({marks})",
-            list(made),
-        ).fetchall()
-        return {name for name, wrapped in rows if wrapped != made[name]}
-
     def destroy(self, account_id: UUID) -> None:
         """Crypto-shredding: the key is overwritten (a tombstone row says it existed)."""
         name = str(account_id)
         with self._lock:
             self._unflushed.pop(name, None)
             self._cache.pop(name, None)
-            self._db.execute(
-                "INSERT INTO data_keys VALUES (?, NULL) "
-                "ON CONFLICT(account_id) DO UPDATE SET wrapped = NULL",
-                (name,),
-            )
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no old page left in the WAL
+            self._db.destroy(name)
 
     def close(self) -> None:
         self._db.close()
