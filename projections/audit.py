@@ -13,7 +13,8 @@ from schemas.chain import first_broken_link
 from schemas.event_types import ACCOUNT_ACTIVATED, HISTORY_READ, REGISTRATION_RECEIVED
 
 COLUMNS = [
-    "event_id", "event_type", "account_id", "sequence", "position", "occurred_at",
+    "event_id", "event_type", "account_id", "sequence", "position", "sealed_citizen_id",
+    "occurred_at",
     "recorded_at", "province_code", "commune_code", "station_id", "device_id", "operator_id",
     "channel", "phone", "detail", "previous_hash", "hash", "kafka_partition", "kafka_offset",
     "topic_id",
@@ -22,7 +23,8 @@ COLUMNS = [
 _WHERE_FIELDS = ("station_id", "device_id", "operator_id", "channel", "phone")
 ACCESS_TABLE = "access_events"  # the rows of topic <topic>.access: who read whom, and why
 HISTORY_COLUMNS = [
-    "event_id", "event_type", "account_id", "sequence", "position", "occurred_at",
+    "event_id", "event_type", "account_id", "sequence", "position", "sealed_citizen_id",
+    "occurred_at",
     "recorded_at", "province_code", "commune_code", *_WHERE_FIELDS, "detail", "previous_hash",
     "hash",
 ]  # fmt: skip
@@ -51,7 +53,7 @@ def to_row(event: dict[str, Any], partition: int, offset: int, topic_id: UUID) -
     where = [str(payload.pop(name, "")) for name in _WHERE_FIELDS]
     return [
         event["event_id"], event["event_type"], event["account_id"], event["sequence"],
-        event["position"], event["occurred_at"], event["recorded_at"], event["province_code"],
+        event["position"], event["sealed_citizen_id"], event["occurred_at"], event["recorded_at"], event["province_code"],
         event["commune_code"], *where,
         orjson.dumps(payload, default=_json_default).decode(), event["previous_hash"],
         event["hash"], partition, offset, topic_id,
@@ -197,9 +199,16 @@ class AuditTrail:
 
     def history(self, account_id: UUID) -> list[dict[str, Any]]:
         """Every stored event of one account in order, with its full public payload."""
+        return self._rows_of(self.table, account_id, f"{NOT_READS} ORDER BY sequence")
+
+    def reads_of(self, account_id: UUID) -> list[dict[str, Any]]:
+        """The stored access records of one account (who read it, why), in store order."""
+        return self._rows_of(self.access_table, account_id, "1 ORDER BY position")
+
+    def _rows_of(self, table: str, account_id: UUID, where: str) -> list[dict[str, Any]]:
         sql = (
-            f"SELECT {', '.join(HISTORY_COLUMNS)} FROM {self.table} "
-            f"WHERE account_id = {{a:UUID}} AND {NOT_READS} ORDER BY sequence"
+            f"SELECT {', '.join(HISTORY_COLUMNS)} FROM {table} "
+            f"WHERE account_id = {{a:UUID}} AND {where}"
         )
         out = []
         for row in self.client.query_rows(sql, {"a": str(account_id)}):

@@ -10,6 +10,7 @@ CREATE TABLE IF NOT EXISTS {db}.audit_events
     account_id      UUID,
     sequence        UInt32,
     position        UInt64,
+    sealed_citizen_id String,
     occurred_at     DateTime64(3, 'UTC'),
     recorded_at     DateTime64(3, 'UTC'),
     projected_at    DateTime64(3, 'UTC') DEFAULT now64(3),
@@ -40,6 +41,11 @@ ALTER TABLE {db}.audit_events ADD COLUMN IF NOT EXISTS topic_id UUID AFTER kafka
 
 -- Access records (history_read) from the restricted topic <topic>.access, same columns.
 CREATE TABLE IF NOT EXISTS {db}.access_events AS {db}.audit_events;
+
+-- The sealed personal number is part of what a Merkle leaf commits to (schemas/leaf.py): read
+-- models made before it was kept get the column (empty: such rows no longer verify; rebuild).
+ALTER TABLE {db}.audit_events ADD COLUMN IF NOT EXISTS sealed_citizen_id String AFTER position;
+ALTER TABLE {db}.access_events ADD COLUMN IF NOT EXISTS sealed_citizen_id String AFTER position;
 
 -- One row per rebuild; the latest says whether the read models hold the whole topic, or
 -- were rebuilt after events had been deleted from it (accepted loss: marked incomplete).
