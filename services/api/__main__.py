@@ -45,10 +45,13 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m services.api",
         description="Serve the HTTP API on API_HOST:API_PORT (default 127.0.0.1:8060). "
         "Unless --no-projector, the projector runs in this process (the embedded ClickHouse "
-        "engine allows one process per data directory). Without AUTH_TOKENS, role tokens are "
+        "engine allows one process per data directory). Unless --no-signer, the signer of the "
+        "Merkle log runs here too (or run `python -m services.signer` apart). Without "
+        "AUTH_TOKENS, role tokens are "
         "generated into VAR_DIR/auth_tokens and printed.",
     )
     parser.add_argument("--no-projector", action="store_true", help="do not run the projector here")
+    parser.add_argument("--no-signer", action="store_true", help="do not run the signer here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s api %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
@@ -62,7 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     check_keys(settings)
     base = f"http://{settings.api_host}:{settings.api_port}"
     print(f"API: {base}/  health: {base}/healthz  OpenAPI: {base}/openapi.json", flush=True)
-    app = create_app(settings, embedded_projector=not args.no_projector)
+    app = create_app(
+        settings, embedded_projector=not args.no_projector, embedded_signer=not args.no_signer
+    )
     uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning")
 
 

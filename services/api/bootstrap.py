@@ -27,6 +27,8 @@ from services.registry.application import Outcome, Registry
 from services.registry.batching import CommandBatcher
 from services.registry.commands import Command
 from services.settings import Settings
+from services.signer.signer import Signer
+from services.signer.tree import TreeStore
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,9 @@ class Backbone:
     access_projector: Projector | None = None  # the restricted access topic's records
     access_thread: threading.Thread | None = None
     metrics: Metrics = field(default_factory=Metrics)
+    log: TreeStore | None = None  # the signed log, read for proofs (None: not opened)
+    signer: Signer | None = None  # embedded unless the API runs with --no-signer
+    signer_thread: threading.Thread | None = None
 
     def projectors(self) -> list[tuple[str, Projector, threading.Thread | None]]:
         """The embedded projectors, by component name, with their threads."""
@@ -62,28 +67,35 @@ class Backbone:
         return await asyncio.wrap_future(self.batcher.enqueue_backlog(commands))
 
     def start(self) -> None:
-        for thread in (self.thread, self.access_thread):
+        for thread in (self.thread, self.access_thread, self.signer_thread):
             if thread is not None:
                 thread.start()
 
     def close(self) -> None:
         self.stop.set()
-        for thread in (self.thread, self.access_thread):
+        for thread in (self.thread, self.access_thread, self.signer_thread):
             if thread is not None and thread.is_alive():
                 thread.join(timeout=15)
         self.batcher.close()
         self.registry.close()
+        if self.log is not None:
+            self.log.close()
 
 
 def build(
-    settings: Settings, embedded_projector: bool = True, metrics: Metrics | None = None
+    settings: Settings,
+    embedded_projector: bool = True,
+    metrics: Metrics | None = None,
+    embedded_signer: bool = True,
 ) -> Backbone:
-    """Wire the registry, the ClickHouse read models and (embedded) the projector."""
+    """Wire the registry, the ClickHouse read models, the signed log and (embedded) the
+    projector and the signer."""
     registry = Registry(settings)
     trail = audit_trail(settings.clickhouse_url, settings.clickhouse_database)
     metrics = metrics or Metrics()
     backbone = Backbone(settings, registry, trail, CommandBatcher(registry), metrics=metrics)
     watched: list[Collector] = [EventStoreCollector(registry.recorder.max_notification_id)]
+    healths = []
     if embedded_projector:
         # The only projector of this engine: no group to share its partitions with.
         options = ProjectorOptions(group_mode=False)
@@ -94,7 +106,17 @@ def build(
         backbone.thread = _thread(projector, backbone.stop)
         access = backbone.access_projector = access_projector(settings, options, trail.client)
         backbone.access_thread = _thread(access, backbone.stop)
-        watched.append(HealthCollector(projector.health, access.health))
+        healths += [projector.health, access.health]
+    backbone.log = TreeStore(settings.merkle_store)
+    if embedded_signer:
+        # Several API processes may each embed one: they take turns on the tree store's lock.
+        signer = backbone.signer = Signer(settings, registry, tree=TreeStore(settings.merkle_store))
+        backbone.signer_thread = threading.Thread(
+            target=_sign, args=(signer, backbone.stop), name="signer", daemon=True
+        )
+        healths.append(signer.health)
+    if healths:
+        watched.append(HealthCollector(*healths))
     metrics.watch(*watched)  # in place of an earlier backbone's, if the app started before
     return backbone
 
@@ -116,14 +138,29 @@ def _project(projector: Projector, stop: threading.Event) -> None:
         raise
 
 
+def _sign(signer: Signer, stop: threading.Event) -> None:
+    """The embedded signer's thread: its health says why it ended, if it ever does."""
+    try:
+        signer.run(stop)
+    except FatalError:
+        pass  # recorded in signer.health and logged by the loop; /readyz reports it
+    except BaseException as exc:
+        signer.health.failed(exc)
+        log.exception("the signer thread died")
+        raise
+
+
 def lifespan(
-    settings: Settings, embedded_projector: bool, metrics: Metrics | None = None
+    settings: Settings,
+    embedded_projector: bool,
+    metrics: Metrics | None = None,
+    embedded_signer: bool = True,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """Build the backbone when the server starts, close it when it stops."""
 
     @asynccontextmanager
     async def span(app: FastAPI) -> AsyncIterator[None]:
-        backbone = build(settings, embedded_projector, metrics)
+        backbone = build(settings, embedded_projector, metrics, embedded_signer)
         app.state.backbone = backbone
         backbone.start()
         try:

@@ -56,6 +56,15 @@ def readyz(request: Request) -> OrjsonResponse:
         if not state["thread_alive"]:
             reasons.append(f"{name} thread is not running (state {state['state']})")
         reasons += component_reasons(name, state, settings)
+    signer, thread = backbone.signer, backbone.signer_thread
+    if signer is not None:
+        state = components["signer"] = {
+            **signer.health.as_dict(), "thread_alive": bool(thread and thread.is_alive()),
+            "appended": signer.appended, "checkpoints_signed": signer.signed,
+        }  # fmt: skip
+        if not state["thread_alive"]:
+            reasons.append(f"signer thread is not running (state {state['state']})")
+        reasons += component_reasons("signer", state, settings)
     store = components["event_store"] = _event_store(backbone)
     if not store["ok"]:
         reasons.append(f"event_store cannot be read: {store['error']}")

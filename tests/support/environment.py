@@ -31,5 +31,6 @@ def deployment_env(
         "AUTH_TOKENS": auth_tokens(tokens),
         "PSEUDONYM_SECRET": "test-secret",
         "CAMPAIGN_START": "2023-01-01T00:00:00+07:00",
+        "CHECKPOINT_SECONDS": "0.2",  # tests read verified histories soon after writing them
         **overrides,
     }

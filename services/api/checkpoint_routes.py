@@ -1,0 +1,84 @@
+"""The signed log's public face: checkpoints, consistency proofs between them, the public key.
+
+Nothing here is personal: a checkpoint is a tree size and a root hash. An auditor pins the key
+once (from a trusted channel, not only from this endpoint), then checks every checkpoint and
+proof it gets from here, or from anywhere, against it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+
+from schemas.proofs import proof_json
+from services.api.deps import READ, backbone_of
+from services.api.errors import ApiError
+from services.signer.proofs import checkpoint_json
+from services.signer.signer import VERIFIER_KEY
+from services.signer.tree import TreeStore
+
+router = APIRouter(prefix="/v1/checkpoints", tags=["signed log"])
+
+
+def _log(request: Request) -> TreeStore:
+    log = backbone_of(request).log
+    if log is None:
+        raise ApiError(404, "no_signed_log", "this server keeps no signed log")
+    return log
+
+
+def _origin(request: Request) -> str:
+    return backbone_of(request).settings.checkpoint_origin
+
+
+@router.get("/latest", dependencies=[READ])
+def latest(request: Request) -> dict[str, Any]:
+    """The newest signed checkpoint: origin, tree size, root hash (base64) and the signed note
+    (C2SP tlog-checkpoint, Ed25519)."""
+    found = checkpoint_json(_origin(request), _log(request).latest_checkpoint())
+    if found is None:
+        raise ApiError(404, "no_checkpoint", "no checkpoint has been signed yet")
+    return found
+
+
+@router.get("/key", dependencies=[READ])
+def key(request: Request) -> dict[str, Any]:
+    """The verifier key of the log (`name+keyid+base64 key`, C2SP signed-note): pin it, then
+    check every checkpoint with it."""
+    found = _log(request).meta(VERIFIER_KEY)
+    if found is None:
+        raise ApiError(404, "no_key", "the signer has not started yet")
+    return {"origin": _origin(request), "verifier_key": found}
+
+
+@router.get("/consistency", dependencies=[READ])
+def consistency(
+    request: Request,
+    first: Annotated[int, Query(alias="from", ge=0, le=2**62, description="older tree size")],
+    second: Annotated[int, Query(alias="to", ge=0, le=2**62, description="newer tree size")],
+) -> dict[str, Any]:
+    """RFC 9162 consistency proof that the tree of size `to` extends the tree of size `from`
+    (both at most the latest checkpoint's size)."""
+    log = _log(request)
+    newest = log.latest_checkpoint()
+    top = newest.size if newest else 0
+    if first > second or second > top:
+        raise ApiError(
+            422, "invalid_sizes", f"need 0 <= from <= to <= {top} (the latest checkpoint)",
+            {"from": "at most `to`", "to": f"at most {top}"},
+        )  # fmt: skip
+    hashes = log.consistency_proof(first, second)
+    return {"from": first, "to": second, "hashes": proof_json(0, second, hashes)["hashes"]}
+
+
+@router.get("/{size}", dependencies=[READ])
+def at_size(
+    request: Request,
+    size: Annotated[int, Path(ge=0, le=2**62, description="a tree size (number of leaves)")],
+) -> dict[str, Any]:
+    """The checkpoint signed at exactly this tree size."""
+    found = checkpoint_json(_origin(request), _log(request).checkpoint(size))
+    if found is None:
+        raise ApiError(404, "no_checkpoint", f"no checkpoint was signed at size {size}")
+    return found
