@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export VAR_DIR ?= $(CURDIR)/var
 
-.PHONY: help run test unit bench lint venv broker-start broker-stop clean
+.PHONY: help run run-postgres test unit bench lint venv broker-start broker-stop postgres-start \
+	postgres-stop clean
 .DEFAULT_GOAL := help
 
 help:  ## this list of targets
@@ -22,8 +23,12 @@ venv: $(VENV)/.installed  ## the virtualenv .venv from pyproject.toml
 run: venv  ## broker + relay + API (with the embedded projector) until Ctrl-C
 	infra/run.sh
 
-test: venv  ## the whole suite, against a real broker (started if none answers)
+run-postgres: venv  ## the same on PostgreSQL (EVENT_STORE=postgres; cluster under var/postgres)
+	EVENT_STORE=postgres infra/run.sh
+
+test: venv  ## the whole suite, on SQLite and on PostgreSQL, against a real broker
 	infra/kafka/broker.sh fetch
+	infra/postgres/postgres.sh install
 	infra/chromium.sh
 	$(PY) -m pytest -q
 
@@ -44,6 +49,13 @@ broker-start:  ## start the local Kafka broker (var/kafka)
 broker-stop:  ## stop it, by PID
 	infra/kafka/broker.sh stop
 
-clean:  ## stop the broker and delete var/
+postgres-start:  ## start the local PostgreSQL cluster (var/postgres, 127.0.0.1:5433)
+	infra/postgres/postgres.sh start
+
+postgres-stop:  ## stop it, by PID
+	infra/postgres/postgres.sh stop
+
+clean:  ## stop the broker and PostgreSQL and delete var/
 	infra/kafka/broker.sh stop || true
+	infra/postgres/postgres.sh stop || true
 	rm -rf var

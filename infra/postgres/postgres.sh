@@ -16,6 +16,8 @@
 #                           postgres, the package's; made with useradd --system when missing)
 #   POSTGRES_START_TIMEOUT  seconds to wait for the server to accept logins (default 60)
 #   POSTGRES_STOP_TIMEOUT   seconds to wait after SIGINT (fast shutdown) before SIGKILL (default 30)
+#   POSTGRES_DATA           the data directory (default $VAR_DIR/postgres/data; when the server's
+#                           user cannot reach $VAR_DIR, /var/tmp/eid-postgres-<hash>/data)
 set -euo pipefail
 
 VAR_DIR="${VAR_DIR:-$(pwd)/var}"
@@ -29,7 +31,7 @@ PASSWORD_FILE="${POSTGRES_PASSWORD_FILE:-$PGDIR/password}"
 OS_USER="${POSTGRES_OS_USER:-postgres}"
 START_TIMEOUT="${POSTGRES_START_TIMEOUT:-60}"
 STOP_TIMEOUT="${POSTGRES_STOP_TIMEOUT:-30}"
-DATA="$PGDIR/data"
+DATA="${POSTGRES_DATA:-$PGDIR/data}"
 SERVER_LOG="$PGDIR/postgres.log"
 
 log() { echo "postgres: $*"; }
@@ -91,6 +93,19 @@ server_user() {
   echo "$OS_USER"
 }
 
+# A checkout under a directory the server's user cannot search (mode 0700) cannot hold its data:
+# then the data directory is under /var/tmp, named after $PGDIR (the password stays in $PGDIR).
+choose_data() {
+  [[ -n "${POSTGRES_DATA:-}" || "$(id -u)" != 0 ]] && return 0
+  id "$OS_USER" >/dev/null 2>&1 || return 0
+  mkdir -p "$PGDIR" && chmod 0711 "$PGDIR"
+  runuser -u "$OS_USER" -- test -x "$PGDIR" && return 0
+  local outside
+  outside="/var/tmp/eid-postgres-$(printf %s "$PGDIR" | sha256sum | cut -c1-12)"
+  mkdir -p "$outside" && chmod 0711 "$outside"
+  DATA="$outside/data"
+}
+
 # --- probes ----------------------------------------------------------------------------------
 
 tcp_open() { timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null; }
@@ -128,8 +143,8 @@ init_cluster() {
   [[ -f "$DATA/PG_VERSION" ]] && return 0
   local user
   user="$(server_user)"
-  as_server test -x "$PGDIR" ||
-    die "$user cannot reach $PGDIR (a parent directory is not searchable by it); set VAR_DIR elsewhere"
+  choose_data
+  [[ "$DATA" == "$PGDIR/data" ]] || log "$user cannot reach $PGDIR: the data directory is $DATA"
   if [[ ! -s "$PASSWORD_FILE" ]]; then
     (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$PASSWORD_FILE")
   fi
@@ -265,6 +280,7 @@ cmd_psql() {
     -U "$POSTGRES_USER" -d "$POSTGRES_DBNAME" "$@"
 }
 
+choose_data
 case "${1:-}" in
   install) do_install ;;
   start) cmd_start ;;
