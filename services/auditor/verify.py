@@ -86,17 +86,21 @@ def verify_answer(
         result.fail("broken", f"BROKEN: the events' sequences {sequences} are not 1..n")
     _against_seen(result, checkpoint, shown["note"], seen, consistency)
     status = answer.get("verification", {}).get("status")
-    if result.ok and report.unsigned:
+    unsigned = [f for f in report.unsigned if f.kind == "event"]
+    if result.ok and unsigned:
         result.ok, result.status = False, "pending"
-        result.lines.append(f"PENDING: {len(report.unsigned)} shown items are not signed yet")
+        result.lines.append(f"PENDING: {len(unsigned)} shown events are not signed yet")
     if result.ok and status != "verified":
         result.ok, result.status = False, str(status)
         result.lines.append(f"NOT VERIFIED: the server reports {status} (see verification)")
     if result.ok:
         result.lines.append(
-            f"VERIFIED: {len(events)} events and {len(reads)} reads are in the log signed at "
-            f"size {checkpoint.size} (root {base64.b64encode(checkpoint.root).decode()})"
+            f"VERIFIED: {len(events)} events and {report.proved - len(events)} reads are in "
+            f"the log signed at size {checkpoint.size} "
+            f"(root {base64.b64encode(checkpoint.root).decode()})"
         )
+        if len(report.unsigned):
+            result.lines.append(f"({len(report.unsigned)} newer reads are not signed yet)")
     return result
 
 
