@@ -206,12 +206,17 @@ class TreeStore:
         if not blocks:
             return {}
         wanted = sorted(set(blocks))
-        marks = ",".join("(?, ?)" for _ in wanted)
+        by_level: dict[int, list[int]] = {}
+        for level, idx in wanted:
+            by_level.setdefault(level, []).append(idx)
+        # One primary-key search per node: a term per level (at most 64), never a scan (a
+        # row-value IN list would scan the table).
+        terms = " OR ".join(
+            f"(level = ? AND idx IN ({','.join('?' * len(ids))}))" for ids in by_level.values()
+        )
+        args = [x for level, ids in by_level.items() for x in (level, *ids)]
         with self._connection() as db:
-            rows = db.execute(
-                f"SELECT level, idx, hash FROM nodes WHERE (level, idx) IN (VALUES {marks})",
-                [x for block in wanted for x in block],
-            ).fetchall()
+            rows = db.execute(f"SELECT level, idx, hash FROM nodes WHERE {terms}", args).fetchall()
         found = {(lv, i): bytes(h) for lv, i, h in rows}
         if len(found) != len(wanted):
             missing = sorted(set(wanted) - set(found))[:3]

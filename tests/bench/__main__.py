@@ -25,6 +25,7 @@ from tests.bench.deployment import (
 )
 from tests.bench.history import history_problems
 from tests.bench.live import live_problems, live_run
+from tests.bench.proofs import proofs_bench, proofs_problems
 from tests.bench.report import git_commit, machine, save, table
 from tests.bench.sealing import sealing_bench, sealing_problems
 from tests.support.broker import running_broker
@@ -129,6 +130,9 @@ def run(args: argparse.Namespace, deadline: Deadline, results: dict[str, Any]) -
             sealing, found = sealing_phase(dep, args.sealing_n, deadline)
             results.update({"sealing": sealing} if sealing else {})
             problems += found
+            print("signed log: signer rate, checkpoint lag, proofs at 100 k and 1 M", flush=True)
+            results["proofs"] = proofs_bench(dep, deadline)
+            problems += proofs_problems(results["proofs"])
             if not problems and not args.keep:
                 shutil.rmtree(dep.dir, ignore_errors=True)  # event store, chdb and logs
     except (BenchError, httpx.HTTPError, subprocess.SubprocessError) as exc:

@@ -46,7 +46,7 @@ def git_commit() -> str:
 
 def table(r: dict[str, Any]) -> str:
     """The figures of a run as two aligned columns."""
-    rows = [*_live_rows(r), *_catchup_rows(r), *_sealing_rows(r), *_run_rows(r)]
+    rows = [*_live_rows(r), *_catchup_rows(r), *_sealing_rows(r), *_proof_rows(r), *_run_rows(r)]
     width = max(len(label) for label, _ in rows)
     value_width = max(len(value) for _, value in rows)
     return "\n".join(f"{label:<{width}}  {value:>{value_width}}" for label, value in rows)
@@ -101,6 +101,25 @@ def _sealing_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
             f"{_ms(hist.get('p50_s'))} / {_ms(hist.get('p99_s'))}",
         ),
     ]
+
+
+def _proof_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    p = r.get("proofs", {})
+    signer, lag = p.get("signer", {}), p.get("checkpoint_lag", {})
+    raw, decoded = signer.get("ratio_to_read"), signer.get("ratio_to_decoded_read")
+    rows = [
+        ("signer leaves/s / store reads/s (raw)",
+         f"{_fmt(signer.get('leaves_per_s'))} / {_fmt(signer.get('store_read_per_s'))}"),
+        ("  ratio to raw / to decoded read",
+         f"{_fmt(raw, 2)} / {_fmt(decoded, 2)}"),
+        ("checkpoint lag p50 / p99 (ms)", f"{_ms(lag.get('p50_s'))} / {_ms(lag.get('p99_s'))}"),
+    ]  # fmt: skip
+    for size, t in p.get("trees", {}).items():
+        timing = f"{_ms(t.get('p50_s'))} / {_ms(t.get('p99_s'))}"
+        rows.append((f"proof read+verify p50 / p99 (ms), {int(size):,} leaves", timing))
+        sizes = f"{_fmt(t.get('proof_bytes_max'))} / {_fmt(t.get('append_leaves_per_s'))}"
+        rows.append(("  proof bytes max / tree appends/s", sizes))
+    return rows
 
 
 def _run_rows(r: dict[str, Any]) -> list[tuple[str, str]]:

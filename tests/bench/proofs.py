@@ -1,0 +1,166 @@
+"""The signed-log phase: the signer against the store it follows, checkpoint lag, proofs at scale.
+
+- Signer throughput: a fresh signer over a copy of the deployment's event store (leaves/s),
+  beside the store's own notification read rate in the same run, raw and decoded (the signer
+  must decode each event to commit to its public record).
+- Checkpoint lag: for every leaf the deployment's embedded signer signed during the live run,
+  the time from the event's recording to the first checkpoint that covers it.
+- Proofs at scale: tree stores of 100,000 and 1,000,000 synthetic leaves (the appending rate is
+  measured too); for K random leaves, an inclusion proof read from the store and verified,
+  p50 / p99; the proof's size in bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import sqlite3
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from schemas.merkle import verify_inclusion
+from services.registry.application import Registry
+from services.relay.mapping import PUBLIC_TOPICS
+from services.settings import Settings
+from services.signer.signer import Signer, SignerOptions
+from services.signer.tree import Leaf, TreeStore
+from tests.bench.deployment import Deadline, Deployment
+
+SIZES = (100_000, 1_000_000)
+PROOFS = 1000  # proofs timed per size
+APPEND_BATCH = 10_000
+
+
+def proofs_bench(dep: Deployment, deadline: Deadline) -> dict[str, Any]:
+    live = Settings.from_env(dep.env)
+    figures: dict[str, Any] = {"checkpoint_lag": checkpoint_lag(live.merkle_store)}
+    figures["signer"] = signer_rate(dep, dep.dir / "proofs")
+    figures["trees"] = {}
+    for size in SIZES:
+        if deadline.remaining() < 60:
+            figures["trees"][str(size)] = {"skipped": "run timeout near"}
+            continue
+        figures["trees"][str(size)] = proofs_at(dep.dir / "proofs" / f"tree-{size}.sqlite", size)
+    return figures
+
+
+def checkpoint_lag(path: Path) -> dict[str, Any]:
+    """Recording -> first covering checkpoint, over every leaf the live run's signer signed."""
+    if not path.exists():
+        return {"leaves": 0}
+    db = sqlite3.connect(path)
+    try:
+        checkpoints = db.execute("SELECT size, signed_at FROM checkpoints ORDER BY size").fetchall()
+        lags: list[float] = []
+        previous = 0
+        for size, signed_at in checkpoints:
+            rows = db.execute(
+                "SELECT recorded_ms FROM leaves WHERE idx >= ? AND idx < ?", (previous, size)
+            ).fetchall()
+            lags += [signed_at - ms / 1000 for (ms,) in rows]
+            previous = size
+    finally:
+        db.close()
+    return {"leaves": len(lags), "checkpoints": len(checkpoints), **_percentiles(lags)}
+
+
+def signer_rate(dep: Deployment, work: Path) -> dict[str, Any]:
+    """A fresh signer over a copy of the deployment's store, and the store's read rates."""
+    work.mkdir(parents=True, exist_ok=True)
+    source = Settings.from_env(dep.env)
+    store = work / "events.sqlite"
+    with sqlite3.connect(source.sqlite_path) as src, sqlite3.connect(store) as dst:
+        src.backup(dst)  # a consistent copy, WAL included
+    settings = Settings.from_env({**dep.env, "SQLITE_DBNAME": str(store),
+                                  "MERKLE_STORE": str(work / "merkle.sqlite")})  # fmt: skip
+    registry = Registry(settings)
+    try:
+        raw, decoded, count = _read_rates(registry)
+        signer = Signer(settings, registry, SignerOptions(publish=False))
+        signer.start()
+        began = time.perf_counter()
+        while signer.step():
+            pass
+        signed = time.perf_counter() - began
+        signer.tree.close()
+    finally:
+        registry.close()
+    leaves_per_s = signer.appended / signed if signed else None
+    return {
+        "leaves": signer.appended,
+        "leaves_per_s": leaves_per_s,
+        "store_read_per_s": count / raw if raw else None,
+        "store_read_decoded_per_s": count / decoded if decoded else None,
+        "ratio_to_read": leaves_per_s * raw / count if leaves_per_s and count else None,
+        "ratio_to_decoded_read": leaves_per_s * decoded / count if leaves_per_s and count else None,
+    }
+
+
+def _read_rates(registry: Registry) -> tuple[float, float, int]:
+    """Seconds to read every public notification (raw), and to read and decode them."""
+    timings = []
+    count = 0
+    for decode in (False, True):
+        began, position, count = time.perf_counter(), 0, 0
+        while batch := registry.recorder.select_notifications(
+            start=position, limit=2000, topics=PUBLIC_TOPICS, inclusive_of_start=False
+        ):
+            if decode:
+                for n in batch:
+                    registry.mapper.to_domain_event(n)
+            position, count = batch[-1].id, count + len(batch)
+        timings.append(time.perf_counter() - began)
+    return timings[0], timings[1], count
+
+
+def proofs_at(path: Path, size: int) -> dict[str, Any]:
+    """A tree store of `size` synthetic leaves; proofs of random leaves timed, read + verified."""
+    path.unlink(missing_ok=True)
+    tree = TreeStore(path)
+    began = time.perf_counter()
+    for start in range(0, size, APPEND_BATCH):
+        with tree.appending():
+            for i in range(start, min(size, start + APPEND_BATCH)):
+                digest = hashlib.sha256(i.to_bytes(8, "big")).digest()
+                tree.append(Leaf(i + 1, f"account-{i % 50_000}", "event", 0, digest))
+    appended = time.perf_counter() - began
+    root = tree.root(size)
+    timings, sizes, failed = [], [], 0
+    for index in random.sample(range(size), PROOFS):
+        t0 = time.perf_counter()
+        proof = tree.inclusion_proof(index, size)
+        ok = verify_inclusion(hashlib.sha256(index.to_bytes(8, "big")).digest(), index, size,
+                              proof, root)  # fmt: skip
+        timings.append(time.perf_counter() - t0)
+        sizes.append(32 * len(proof))
+        failed += not ok
+    tree.close()
+    megabytes = path.stat().st_size / 1e6
+    path.unlink()
+    return {
+        "leaves": size,
+        "append_leaves_per_s": size / appended,
+        "store_mb": megabytes,
+        "proof_bytes_max": max(sizes),
+        "proof_bytes_median": statistics.median(sizes),
+        "failed": failed,
+        **_percentiles(timings),
+    }
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50_s": None, "p99_s": None}
+    ordered = sorted(values)
+    return {"p50_s": statistics.median(ordered),
+            "p99_s": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}  # fmt: skip
+
+
+def proofs_problems(figures: dict[str, Any]) -> list[str]:
+    problems = [f"{t['failed']} proofs did not verify at {n} leaves"
+                for n, t in figures.get("trees", {}).items() if t.get("failed")]  # fmt: skip
+    if not figures.get("checkpoint_lag", {}).get("leaves"):
+        problems.append("the live run's signer signed nothing")
+    return problems
