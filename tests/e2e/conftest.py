@@ -11,9 +11,13 @@ from tests.support.api import Api, running_api
 
 @pytest.fixture(scope="module")
 def api(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    kafka_bootstrap: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+    module_store_env: dict[str, str],
 ) -> Iterator[Api]:
-    """One deployment per test module, shared by its tests (in the order they are written)."""
+    """One deployment per test module and event store, shared by its tests (in the order they
+    are written)."""
     name = request.module.__name__.rpartition(".")[2]
-    with running_api(kafka_bootstrap, tmp_path_factory.mktemp(name)) as client:
+    with running_api(kafka_bootstrap, tmp_path_factory.mktemp(name), **module_store_env) as client:
         yield client

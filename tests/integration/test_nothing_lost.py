@@ -30,6 +30,7 @@ from services.settings import Settings
 from tests.support.factories import register_command, registry_with
 from tests.support.kafka import publish_all, read_topic
 from tests.support.read_models import projected, projector_for, run_until
+from tests.support.stores import another_store
 from tests.support.waiting import wait_until
 
 
@@ -170,7 +171,7 @@ def test_projector_refuses_a_longer_recreated_topic(kafka_bootstrap, settings, c
     projected(settings, chdb_url, 3)
     delete_topic(kafka_bootstrap, settings.kafka_topic)
     # Another store fills the recreated topic with more records than the old one had.
-    other = dataclasses.replace(settings, sqlite_path=settings.var_dir / "other.sqlite")
+    other = another_store(settings)
     publish_all(other, registry_with(other, 40))
     second = projector_for(settings, chdb_url)
 

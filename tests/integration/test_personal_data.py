@@ -44,6 +44,7 @@ from tests.support.environment import TOKENS, deployment_env
 from tests.support.factories import VN, personal_number, register_command, registration_body
 from tests.support.kafka import publish_all
 from tests.support.processes import ROOT, free_port
+from tests.support.stores import event_store_bytes, key_store_bytes
 from tests.support.waiting import wait_until
 
 ADMIN = {"Authorization": f"Bearer {TOKENS['admin']}"}
@@ -281,11 +282,11 @@ def test_no_personal_value_is_stored_published_projected_or_logged_in_clear(
     assert PREFIX.encode() in rows
     assert clear_values_in(rows, everyone) == []
 
-    # The event store (at-rest cipher) and the key store (wrapped data keys), bytes on disk.
-    stored = file_bytes(settings.sqlite_path)
+    # The event store (at-rest cipher) and the key store (wrapped data keys), bytes stored.
+    stored = event_store_bytes(settings)
     assert len(stored) > 10_000
     assert clear_values_in(stored, everyone) == []
-    assert clear_values_in(file_bytes(settings.key_store), everyone) == []
+    assert clear_values_in(key_store_bytes(settings), everyone) == []
 
     # What this process logged (API, registry, relay, projector).
     logged = "\n".join(r.getMessage() for r in caplog.records).encode()
@@ -462,7 +463,7 @@ def existing_deployment(env: dict[str, str]) -> Settings:
         registry.handle(register_command())
     finally:
         registry.close()
-    assert settings.key_store.exists() and settings.sqlite_path.exists()
+    assert event_store_bytes(settings) and key_store_bytes(settings)
     return settings
 
 
@@ -511,11 +512,11 @@ def run_to_exit(module: str, env: dict[str, str]) -> subprocess.CompletedProcess
 
 
 def test_processes_log_no_personal_value_and_refuse_to_start_without_the_kek(
-    kafka_bootstrap, tmp_path
+    kafka_bootstrap, tmp_path, store_env
 ) -> None:
     port = free_port()
     env = deployment_env(tmp_path / "var", kafka_bootstrap, API_PORT=str(port),
-                         RELAY_METRICS_PORT="0")  # fmt: skip
+                         RELAY_METRICS_PORT="0", **store_env)  # fmt: skip
     settings = Settings.from_env(env)
     everyone = people()
     lan, hung, hoa = everyone
@@ -546,7 +547,8 @@ def test_processes_log_no_personal_value_and_refuse_to_start_without_the_kek(
     assert b"relay" in logs and b"API:" in logs
     assert clear_values_in(logs, everyone) == []
     assert clear_values_in(published, everyone) == []
-    assert clear_values_in(file_bytes(settings.sqlite_path, settings.key_store), everyone) == []
+    stored = event_store_bytes(settings) + key_store_bytes(settings)
+    assert clear_values_in(stored, everyone) == []
 
     # The deployment's KEK gone: both processes refuse with one line and exit 2.
     before = snapshot(settings.var_dir)

@@ -29,10 +29,10 @@ INTAKE = [  # (device, local time, channel, phone)
 
 
 @pytest.fixture(scope="module")
-def counted(kafka_bootstrap, tmp_path_factory, chdb_url) -> Iterator[TestClient]:
+def counted(kafka_bootstrap, tmp_path_factory, chdb_url, module_store_env) -> Iterator[TestClient]:
     env = deployment_env(tmp_path_factory.mktemp("progress"), kafka_bootstrap,
                          CLICKHOUSE_URL=chdb_url, PSEUDONYM_SECRET="p",
-                         CAMPAIGN_START="2023-01-01")  # fmt: skip
+                         CAMPAIGN_START="2023-01-01", **module_store_env)  # fmt: skip
     settings = Settings.from_env(env)
     with TestClient(create_app(settings)) as client:
         for device, at, channel, phone in INTAKE:

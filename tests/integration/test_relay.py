@@ -1,4 +1,4 @@
-"""The relay against the real event store (SQLite) and the real Kafka broker."""
+"""The relay against the real event store (SQLite, PostgreSQL) and the real Kafka broker."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from services.settings import Settings
 from tests.support.factories import approve_command, personal_number, register_command
 from tests.support.kafka import publish_all, read_topic
 from tests.support.processes import python_process
+from tests.support.stores import another_store
 from tests.support.waiting import wait_until
 
 
@@ -119,7 +120,7 @@ def test_relay_refuses_a_store_that_is_behind_its_topic(kafka_bootstrap, env_for
     publish_all(Settings.from_env(env), first)
     # A fresh, empty store (as if var/events.sqlite had been deleted), the same topic.
     replaced = env_for(KAFKA_TOPIC=env["KAFKA_TOPIC"], VAR_DIR=str(tmp_path / "replaced"))
-    settings = Settings.from_env(replaced)
+    settings = another_store(Settings.from_env(replaced))
     with pytest.raises(StoreBehindTopicError, match="new topic"):
         Relay(settings, Registry(settings)).start()
 

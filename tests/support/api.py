@@ -65,11 +65,12 @@ def api_and_relay(env: dict[str, str], logs: Path) -> Iterator[dict[str, subproc
 
 
 @contextmanager
-def running_api(kafka_bootstrap: str, directory: Path) -> Iterator[Api]:
-    """A fresh deployment's relay and API under `directory`, once the API answers /healthz."""
+def running_api(kafka_bootstrap: str, directory: Path, **store: str) -> Iterator[Api]:
+    """A fresh deployment's relay and API under `directory`, once the API answers /healthz;
+    `store` picks its event store (SQLite by default)."""
     port = free_port()
     env = deployment_env(directory / "var", kafka_bootstrap, CLICKHOUSE_DATABASE="eid",
-                         API_PORT=str(port), PSEUDONYM_SECRET="e2e-secret")  # fmt: skip
+                         API_PORT=str(port), PSEUDONYM_SECRET="e2e-secret", **store)  # fmt: skip
     client = Api(f"http://127.0.0.1:{port}", [directory / "relay.log", directory / "api.log"])
     with api_and_relay(env, directory), client.http:
         wait_until(client.healthy, 90, every=0.2)

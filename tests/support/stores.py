@@ -3,10 +3,12 @@ the SQLite files, or every value of the PostgreSQL tables (for looking for clear
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from services import pg
 from services.settings import Settings
+from tests.support.environment import unique
 
 
 def _file_bytes(*paths: Path) -> bytes:
@@ -40,3 +42,11 @@ def key_store_bytes(settings: Settings) -> bytes:
             settings, "SELECT * FROM data_keys_meta"
         )
     return _file_bytes(settings.key_store)
+
+
+def another_store(settings: Settings) -> Settings:
+    """The same deployment on another, empty event store: a new SQLite file, or a new schema
+    (left behind in the test cluster) on PostgreSQL."""
+    if settings.event_store == "postgres":
+        return dataclasses.replace(settings, postgres_schema=unique("t"))
+    return dataclasses.replace(settings, sqlite_path=settings.var_dir / f"{unique('other')}.sqlite")
