@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -253,7 +254,7 @@ def test_retired_paths_with_a_number_answer_410(api: Api) -> None:
         assert number not in response.text
 
 
-def test_auditor_tool_prints_the_timeline_and_its_verification(api: Api) -> None:
+def test_auditor_tool_prints_the_timeline_and_its_verification(api: Api, tmp_path: Path) -> None:
     body = registration_body(commune_code="22528")
     assert api.call("POST", "/v1/registrations", json=body).status_code == 201
     decision = {
@@ -265,18 +266,26 @@ def test_auditor_tool_prints_the_timeline_and_its_verification(api: Api) -> None
     }
     assert api.call("POST", "/v1/decisions", json=decision).status_code == 201
     command = [sys.executable, "-m", "services.auditor", "--purpose", "e2e"]  # number on stdin
-    env = {**os.environ, "API_URL": str(api.http.base_url), "AUDITOR_TOKEN": TOKENS["auditor"]}
+    env = {**os.environ, "API_URL": str(api.http.base_url), "AUDITOR_TOKEN": TOKENS["auditor"],
+           "AUDITOR_KEY_FILE": str(tmp_path / "log.pub"),
+           "AUDITOR_STATE_FILE": str(tmp_path / "seen.json")}  # fmt: skip
     number = body["citizen_id"] + "\n"
+    unpinned = subprocess.run(command, env=env, input=number, capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+    assert unpinned.returncode == 2 and "no pinned key" in unpinned.stderr
+    pin = [sys.executable, "-m", "services.auditor", "--pin"]
+    wait_until(lambda: subprocess.run(pin, env=env, capture_output=True, timeout=60).returncode
+               == 0, 30, every=0.3)  # fmt: skip
 
     def run() -> subprocess.CompletedProcess[str] | None:
         done = subprocess.run(
             command, env=env, input=number, capture_output=True, text=True, timeout=60
         )
-        return done if "registration_decided" in done.stdout else None
+        return done if done.returncode == 0 else None  # projected and signed
 
     done: Any = wait_until(run, 30, every=0.3)
-    assert done.returncode == 0
     assert "VERIFIED: 2 events" in done.stdout
+    assert (tmp_path / "seen.json").exists()  # the checkpoint it will check the next one with
     assert "fingerprints unreadable" in done.stdout and "22528" in done.stdout
     viewer = {**env, "AUDITOR_TOKEN": TOKENS["viewer"]}
     refused = subprocess.run(
