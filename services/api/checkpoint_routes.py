@@ -72,6 +72,28 @@ def consistency(
     return {"from": first, "to": second, "hashes": proof_json(0, second, hashes)["hashes"]}
 
 
+@router.get("/inclusion", dependencies=[READ])
+def inclusion(
+    request: Request,
+    position: Annotated[int, Query(ge=1, le=2**62, description="the event's store position")],
+    size: Annotated[
+        int | None, Query(ge=1, le=2**62, description="tree size (default: the latest)")
+    ] = None,
+) -> dict[str, Any]:
+    """RFC 9162 inclusion proof of the event at a store `position` (the `position` field of every
+    record on the topic) in the tree of a signed checkpoint: what a subscriber checks a record
+    with (`schemas.leaf.leaf_bytes`, `schemas.merkle.verify_inclusion`)."""
+    log = _log(request)
+    checkpoint = log.checkpoint(size) if size else log.latest_checkpoint()
+    if checkpoint is None:
+        raise ApiError(404, "no_checkpoint", "no checkpoint was signed at that size")
+    index = log.indexes_of([position]).get(position)
+    if index is None or index >= checkpoint.size:
+        raise ApiError(404, "not_signed", "no event at this position is in that checkpoint")
+    proof = proof_json(index, checkpoint.size, log.inclusion_proof(index, checkpoint.size))
+    return {**proof, "checkpoint": checkpoint_json(_origin(request), checkpoint)}
+
+
 @router.get("/{size}", dependencies=[READ])
 def at_size(
     request: Request,

@@ -18,7 +18,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from schemas.chain import content_of, link_hash
-from schemas.checkpoint import Checkpoint, sign
+from schemas.checkpoint import Checkpoint, open_note, sign
+from schemas.codec import citizen_event_codec
+from schemas.leaf import leaf_bytes
+from schemas.merkle import leaf_hash, verify_inclusion
 from schemas.proofs import decode_hashes
 from services.api.app import create_app
 from services.auditor.verify import Seen, verify_answer
@@ -26,7 +29,7 @@ from services.settings import Settings
 from services.signer.keys import load_signing_key
 from tests.support.environment import TOKENS
 from tests.support.factories import registration_body
-from tests.support.kafka import publish_all
+from tests.support.kafka import publish_all, read_topic
 from tests.support.waiting import wait_until
 
 AUDITOR = {"Authorization": f"Bearer {TOKENS['auditor']}"}
@@ -286,3 +289,31 @@ def test_checkpoint_endpoints(deployment: Deployment) -> None:
                                 params={"from": 3, "to": 2})  # fmt: skip
     assert bad.status_code == 422
     assert deployment.client.get("/v1/checkpoints/latest").status_code == 401
+
+
+def test_a_subscriber_proves_a_topic_record_by_its_position(deployment: Deployment) -> None:
+    citizen = registered_and_decided(deployment)
+    settled(deployment, citizen)
+    settings = deployment.backbone.settings
+    codec = citizen_event_codec()
+    topic = read_topic(settings.kafka_bootstrap, settings.kafka_topic, 2)
+    verifier = deployment.verifier()
+
+    def proves(record: dict[str, Any]) -> bool:
+        answer = deployment.client.get("/v1/checkpoints/inclusion", headers=AUDITOR,
+                                       params={"position": record["position"]}).json()  # fmt: skip
+        checkpoint = open_note(answer["checkpoint"]["note"], verifier)
+        leaf = leaf_hash(leaf_bytes(record))
+        hashes = decode_hashes(answer["hashes"])
+        return verify_inclusion(leaf, answer["leaf_index"], checkpoint.size, hashes,
+                                checkpoint.root)  # fmt: skip
+
+    records = [codec.decode(r.value) for r in topic]
+    assert all(proves(record) for record in records)
+    payload = records[1]["payload"]
+    assert payload["decision"] == "rejected"
+    altered = {**records[1], "payload": {**payload, "decision": "approved"}}
+    assert not proves(altered)
+    missing = deployment.client.get("/v1/checkpoints/inclusion", headers=AUDITOR,
+                                    params={"position": 10**9})  # fmt: skip
+    assert missing.status_code == 404
