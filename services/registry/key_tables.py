@@ -38,6 +38,7 @@ class SqliteKeyTable:
     """The key store in its own SQLite file (`KEY_STORE`), apart from the event store."""
 
     def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA secure_delete = ON")  # a destroyed key leaves no bytes behind
         self._db.execute("PRAGMA journal_mode = WAL")

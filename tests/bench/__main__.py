@@ -28,6 +28,7 @@ from tests.bench.live import live_problems, live_run
 from tests.bench.proofs import proofs_bench, proofs_problems
 from tests.bench.report import git_commit, machine, save, table
 from tests.bench.sealing import sealing_bench, sealing_problems
+from tests.bench.stores import bench_store, store_env, stores_bench, stores_problems
 from tests.support.broker import running_broker
 from tests.support.factories import VN
 from tests.support.processes import ROOT
@@ -52,6 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--history-reads", type=_positive, default=200, help="auditor history reads"
     )
+    parser.add_argument("--stores-n", type=_positive, default=2000, help="EVENT_STORE=postgres: "
+                        "registrations per arm of the SQLite/PostgreSQL comparison")  # fmt: skip
+    parser.add_argument("--stores-rounds", type=_positive, default=3, help="its rounds")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole run")
     parser.add_argument("--out", type=Path, default=var_dir / "bench.json", help="JSON result")
     parser.add_argument(
@@ -123,8 +127,11 @@ def run(args: argparse.Namespace, deadline: Deadline, results: dict[str, Any]) -
     problems: list[str] = []
     host, port = broker_address()
     try:
-        with running_broker(args.var_dir, host, port, timeout=BROKER_TIMEOUT_S):
-            dep = make_deployment(args.var_dir)
+        with (
+            running_broker(args.var_dir, host, port, timeout=BROKER_TIMEOUT_S),
+            bench_store(args.var_dir) as cluster,
+        ):
+            dep = make_deployment(args.var_dir, store_env(cluster, f"bench_{os.getpid()}"))
             results["deployment"] = str(dep.dir)
             run_phases(dep, args, deadline, results, problems)
             sealing, found = sealing_phase(dep, args.sealing_n, deadline)
@@ -133,6 +140,9 @@ def run(args: argparse.Namespace, deadline: Deadline, results: dict[str, Any]) -
             print("signed log: signer rate, checkpoint lag, proofs at 100 k and 1 M", flush=True)
             results["proofs"] = proofs_bench(dep, deadline)
             problems += proofs_problems(results["proofs"])
+            if cluster is not None:
+                results["stores"] = stores_bench(dep, cluster, args, deadline)
+                problems += stores_problems(results["stores"])
             if not problems and not args.keep:
                 shutil.rmtree(dep.dir, ignore_errors=True)  # event store, chdb and logs
     except (BenchError, httpx.HTTPError, subprocess.SubprocessError) as exc:

@@ -69,8 +69,9 @@ def broker_address() -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-def make_deployment(var_dir: Path) -> Deployment:
-    """A new directory under `var_dir`/bench and settings nothing else uses (random tokens)."""
+def make_deployment(var_dir: Path, store: dict[str, str] | None = None) -> Deployment:
+    """A new directory under `var_dir`/bench and settings nothing else uses (random tokens), on
+    the event store `store` says (SQLite when None)."""
     stamp = datetime.now(VN).strftime("%Y%m%dT%H%M%S")
     root = var_dir / "bench" / f"{stamp}-{secrets.token_hex(2)}"
     root.mkdir(parents=True)
@@ -87,6 +88,7 @@ def make_deployment(var_dir: Path) -> Deployment:
         API_PORT=str(port),
         PSEUDONYM_SECRET=secrets.token_hex(16),
         KAFKA_SESSION_TIMEOUT_MS="6000",
+        **(store or {"EVENT_STORE": "sqlite"}),
     )
     return Deployment(root, env, port, tokens)
 

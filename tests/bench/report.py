@@ -46,7 +46,8 @@ def git_commit() -> str:
 
 def table(r: dict[str, Any]) -> str:
     """The figures of a run as two aligned columns."""
-    rows = [*_live_rows(r), *_catchup_rows(r), *_sealing_rows(r), *_proof_rows(r), *_run_rows(r)]
+    rows = [*_live_rows(r), *_catchup_rows(r), *_sealing_rows(r), *_proof_rows(r),
+            *_store_rows(r), *_run_rows(r)]  # fmt: skip
     width = max(len(label) for label, _ in rows)
     value_width = max(len(value) for _, value in rows)
     return "\n".join(f"{label:<{width}}  {value:>{value_width}}" for label, value in rows)
@@ -119,6 +120,22 @@ def _proof_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append((f"proof read+verify p50 / p99 (ms), {int(size):,} leaves", timing))
         sizes = f"{_fmt(t.get('proof_bytes_max'))} / {_fmt(t.get('append_leaves_per_s'))}"
         rows.append(("  proof bytes max / tree appends/s", sizes))
+    return rows
+
+
+def _store_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """EVENT_STORE=postgres: the stores side by side (medians of the rounds)."""
+    if "stores" not in r:
+        return []
+    s = r["stores"]
+    rate, relay = s.get("commands_per_s", {}), s.get("relay_postgres", {})
+    arms = (("SQLite, 1 API", "sqlite_1_api"), ("PostgreSQL, 1 API", "postgres_1_api"),
+            ("PostgreSQL, 2 APIs", "postgres_2_apis"))  # fmt: skip
+    label = f"commands/s (n {_fmt(s.get('n'))}, median of {_fmt(s.get('rounds'))}, no projector)"
+    rows = [(label, "")]
+    rows += [(f"  {name}", _fmt(rate.get(key))) for name, key in arms]
+    after = _fmt(relay.get("events_per_s_after_startup"))
+    rows.append(("relay catch-up on PostgreSQL (events/s, after start-up)", after))
     return rows
 
 

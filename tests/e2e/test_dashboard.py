@@ -21,7 +21,9 @@ SCREENSHOT = ROOT / "var" / "dashboard.png"
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
+def browser(tmp_path_factory: pytest.TempPathFactory, api: Api) -> Iterator[Chromium]:
+    """A browser per deployment (per event store): closed before its API stops, so the
+    console never holds the errors of a feed cut by the previous deployment's end."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: run infra/chromium.sh (installs Debian's chromium)")
     base = tmp_path_factory.mktemp("chromium")
