@@ -13,6 +13,7 @@ import httpx
 from tests.bench.deployment import Deployment
 
 PURPOSE = "bench"
+UNVERIFIED: list[dict[str, Any]] = []  # the first few verifications that were not `verified`
 
 
 def history_reads(
@@ -48,7 +49,10 @@ def read_one(
     if response.status_code != 200:
         return f"{response.status_code}: {response.text[:200]}"
     answer = response.json()
-    statuses[str(answer.get("verification", {}).get("status"))] += 1
+    verification = answer.get("verification", {})
+    statuses[str(verification.get("status"))] += 1
+    if verification.get("status") != "verified" and len(UNVERIFIED) < 5:
+        UNVERIFIED.append(verification)  # what was not verified, for the report
     events = answer.get("events") or [{}]
     shown = events[0].get("payload", {}).get("full_name")
     if shown != full_name:
@@ -65,6 +69,7 @@ def _figures(
         "failed": sum(errors.values()),
         "errors": dict(errors.most_common(5)),
         "verification": dict(statuses),
+        "unverified_examples": UNVERIFIED[:5],
         "p50_s": statistics.median(ordered) if latencies else None,
         "p99_s": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if latencies else None,
     }
