@@ -63,8 +63,8 @@ def stores_bench(
             last[arm] = arm_dep
     print("stores: relay catch-up on PostgreSQL", flush=True)
     relay = relay_catchup(last["postgres_2_apis"], args.stores_n, deadline)
-    if not args.keep:  # the arms' stores (the run's own is dropped with it, see __main__)
-        for arm_dep in last.values():
+    if not args.keep:  # the arms' stores and the run's own (the last phase is this one)
+        for arm_dep in [dep, *last.values()]:
             if arm_dep.env.get("POSTGRES_SCHEMA"):
                 with contextlib.suppress(Exception):
                     cluster.drop(arm_dep.env["POSTGRES_SCHEMA"])
