@@ -13,9 +13,10 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request
 
 from projections.audit import verify_history
-from services.api.deps import ADMIN, AUDIT, aware, backbone_of, gone
+from services.api.deps import ADMIN, AUDIT, EARLIEST, backbone_of, bounded, gone
 from services.api.errors import ApiError
-from services.api.models import HistoryIn, StateIn
+from services.api.models import HistoryIn, Instant, StateIn, WholeNumber
+from services.api.responses import errors
 from services.registry.application import Registry
 from services.registry.domain import Account
 
@@ -58,7 +59,10 @@ def revealed(registry: Registry, account_id: UUID, event: dict[str, Any]) -> dic
     return {**event, "payload": payload}
 
 
-@router.post("/v1/citizens/history", dependencies=[AUDIT])
+READ_ERRORS = errors({404: ["account_not_found"]}, body=True)
+
+
+@router.post("/v1/citizens/history", dependencies=[AUDIT], responses=READ_ERRORS)
 def history(body: HistoryIn, request: Request) -> dict[str, Any]:
     """Every event of the citizen in order, with the chain and completeness verified, and the
     personal fields in clear for the auditor.
@@ -83,10 +87,10 @@ def history(body: HistoryIn, request: Request) -> dict[str, Any]:
     }
 
 
-@router.post("/v1/citizens/state", dependencies=[AUDIT])
+@router.post("/v1/citizens/state", dependencies=[AUDIT], responses=READ_ERRORS)
 def state(body: StateIn, request: Request) -> dict[str, Any]:
     """The account replayed from the event store up to `as_of` (default: now)."""
-    moment = aware(body.as_of) if body.as_of else datetime.now(UTC)
+    moment = body.as_of or datetime.now(UTC)
     _audited_account(request, body.citizen_id, body.purpose, "state")
     account = backbone_of(request).registry.account_as_of(body.citizen_id, moment)
     if account is None:
@@ -111,14 +115,16 @@ async def state_gone(citizen_id: str) -> None:
     raise gone("POST /v1/citizens/state")
 
 
-@router.get("/v1/access-log", dependencies=[ADMIN])
+@router.get("/v1/access-log", dependencies=[ADMIN], responses=errors({422: ["invalid_request"]}))
 def access_log(
     request: Request,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+    since: Annotated[Instant | None, Query(description="default: 7 days before `until`")] = None,
+    until: Annotated[Instant | None, Query(description="default: a minute from now")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000), WholeNumber] = 500,
 ) -> dict[str, Any]:
-    """Reads of citizens' histories and states: who, when, what, for what stated purpose."""
-    until = aware(until) if until else datetime.now(UTC) + timedelta(minutes=1)
-    since = aware(since) if since else until - timedelta(days=7)
-    return {"reads": backbone_of(request).trail.access_log(since, until, limit)}
+    """Reads of citizens' histories and states: who, when, what, for what stated purpose.
+    Times are RFC 3339 with an offset; outside 1900-2299 they read as those bounds (no read is
+    recorded there), and a window whose `since` is not before its `until` holds nothing."""
+    end = bounded(until) if until else datetime.now(UTC) + timedelta(minutes=1)
+    start = bounded(since) if since else max(end - timedelta(days=7), EARLIEST)
+    return {"reads": backbone_of(request).trail.access_log(start, end, limit)}

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
+from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 
 from services.api.errors import ApiError
 
@@ -25,6 +27,13 @@ def role_of(token: str, tokens: Mapping[str, str]) -> str | None:
     return found
 
 
+# Declared in the document (securitySchemes); the check below reads the header itself.
+BEARER = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>` of a role")
+QUERY_TOKEN = APIKeyQuery(name="token", auto_error=False, description="/v1/feed only")
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+Query = Annotated[str | None, Depends(QUERY_TOKEN)]
+
+
 def require(*roles: str, query_token: bool = False) -> Callable[[Request], Awaitable[str]]:
     """A dependency that admits a bearer token of one of `roles` (or admin).
 
@@ -34,7 +43,8 @@ def require(*roles: str, query_token: bool = False) -> Callable[[Request], Await
     """
     allowed = {*roles, "admin"}
 
-    async def check(request: Request) -> str:  # async: no thread hop for a few comparisons
+    async def check(request: Request, bearer: Bearer = None) -> str:
+        # async: no thread hop for a few comparisons; `bearer` only declares the scheme
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             token = request.query_params.get("token", "") if query_token else ""
@@ -49,4 +59,10 @@ def require(*roles: str, query_token: bool = False) -> Callable[[Request], Await
         request.state.actor = f"{role}:{hashlib.sha256(token.encode()).hexdigest()[:12]}"
         return role
 
-    return check
+    if not query_token:
+        return check
+
+    async def check_either(request: Request, bearer: Bearer = None, query: Query = None) -> str:
+        return await check(request)
+
+    return check_either

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any
@@ -13,16 +14,24 @@ from services.api import intake, sync
 from services.api.deps import ADMIN, COMMANDS, backbone_of, gone
 from services.api.errors import DOMAIN_ERRORS, ApiError
 from services.api.models import ActivationIn, DecisionIn, RegistrationIn, StatusChangeIn, TargetIn
-from services.api.responses import OrjsonResponse
+from services.api.responses import RULE_CODES, OrjsonResponse, errors
 from services.registry.application import Outcome
 from services.registry.commands import Command
 from services.registry.reconcile import reconcile
+from services.registry.validation import InvalidCommandError, province_of
 from services.settings import Settings
 
 if TYPE_CHECKING:
     from services.api.bootstrap import Backbone
 
-CommunePath = Annotated[str, Path(pattern=r"^[0-9]{5}$")]
+CommunePath = Annotated[
+    str,
+    Path(pattern=r"^[0-9]{5}$", description="a current commune or ward code (else 404)"),
+]
+# A command: the rules its body can break (422), the citizen's history (409), an unknown citizen.
+SEMANTIC = ["invalid_request", "invalid_command"]
+COMMAND_ERRORS = errors({404: ["account_not_found"], 409: RULE_CODES, 422: SEMANTIC}, body=True)
+REGISTRATION_ERRORS = errors({409: RULE_CODES, 422: SEMANTIC}, body=True)
 
 router = APIRouter()
 Intake = Callable[[Any, Settings], Command]  # a request body and the settings -> its command
@@ -55,12 +64,14 @@ async def _command(request: Request, kind: str, intake_of: Intake, body: Any) ->
     return outcome_response(await submit_counted(backbone, kind, build))
 
 
-@router.post("/v1/registrations", status_code=201, dependencies=[COMMANDS])
+@router.post(
+    "/v1/registrations", status_code=201, dependencies=[COMMANDS], responses=REGISTRATION_ERRORS
+)
 async def register(body: RegistrationIn, request: Request) -> OrjsonResponse:
     return await _command(request, "registration", intake.registration, body)
 
 
-@router.post("/v1/decisions", status_code=201, dependencies=[COMMANDS])
+@router.post("/v1/decisions", status_code=201, dependencies=[COMMANDS], responses=COMMAND_ERRORS)
 async def decide(body: DecisionIn, request: Request) -> OrjsonResponse:
     """A registration approved or rejected; the personal number is in the body."""
     return await _command(request, "decision", intake.decision, body)
@@ -72,17 +83,19 @@ async def decide_gone(citizen_id: str) -> None:
     raise gone("POST /v1/decisions")
 
 
-@router.post("/v1/activations", status_code=201, dependencies=[COMMANDS])
+@router.post("/v1/activations", status_code=201, dependencies=[COMMANDS], responses=COMMAND_ERRORS)
 async def activate(body: ActivationIn, request: Request) -> OrjsonResponse:
     return await _command(request, "activation", intake.activation, body)
 
 
-@router.post("/v1/status-changes", status_code=201, dependencies=[COMMANDS])
+@router.post(
+    "/v1/status-changes", status_code=201, dependencies=[COMMANDS], responses=COMMAND_ERRORS
+)
 async def change_status(body: StatusChangeIn, request: Request) -> OrjsonResponse:
     return await _command(request, "status_change", intake.status_change, body)
 
 
-@router.post("/v1/sync", dependencies=[COMMANDS])
+@router.post("/v1/sync", dependencies=[COMMANDS], responses=errors(body=True))
 async def sync_backlog(body: sync.SyncIn, request: Request) -> dict[str, Any]:
     """A device's offline backlog, applied in order; resending all or part is safe."""
     backbone = backbone_of(request)
@@ -107,21 +120,55 @@ def _item_type(item: dict[str, Any]) -> str:
     return kind if isinstance(kind, str) and kind in sync.ITEM_TYPES else "other"
 
 
-@router.post("/v1/reconciliation/deaths", dependencies=[ADMIN])
+CSV_HEADER = "personal_number,date_of_death,registry_reference"
+CSV_BODY = {
+    "required": True,
+    "content": {
+        "text/csv": {
+            "schema": {
+                "type": "string",
+                "pattern": rf"^{CSV_HEADER}\r?\n",
+                "description": f"UTF-8 CSV whose first line is `{CSV_HEADER}`; one death record "
+                "per line after it. A line that is not a valid record is reported as invalid "
+                "(200); a body that is not CSV at all: 422 `invalid_csv`.",
+            }
+        }
+    },
+}
+
+
+@router.post(
+    "/v1/reconciliation/deaths",
+    dependencies=[ADMIN],
+    openapi_extra={"requestBody": CSV_BODY},
+    responses=errors({400: ["invalid_csv"], 413: ["body_too_large"], 422: ["invalid_csv"]}),
+)
 async def reconcile_deaths(request: Request) -> dict[str, Any]:
     """A civil-registry CSV (personal_number,date_of_death,registry_reference) as text/csv."""
     try:
         text = (await request.body()).decode("utf-8")
     except UnicodeDecodeError:
-        raise ApiError(400, "invalid_csv", "the body must be UTF-8 CSV") from None
+        raise ApiError(
+            400, "invalid_csv", "the body must be UTF-8 CSV", {"body": "not UTF-8"}
+        ) from None
     backbone = backbone_of(request)
     try:
         return await run_in_threadpool(reconcile, backbone.registry, text)
-    except ValueError as exc:
+    except (ValueError, csv.Error) as exc:  # the message names columns, never a value
         raise ApiError(422, "invalid_csv", str(exc), {"body": str(exc)}) from None
 
 
-@router.put("/v1/targets/{commune_code}", dependencies=[ADMIN])
+@router.put(
+    "/v1/targets/{commune_code}",
+    dependencies=[ADMIN],
+    responses=errors({404: ["unknown_locality"], 409: ["command_id_reused", "concurrent_update"]},
+                     body=True),
+)  # fmt: skip
 async def set_target(commune_code: CommunePath, body: TargetIn, request: Request) -> OrjsonResponse:
+    """The commune's target for `metric` (recorded as an event; the latest wins)."""
+    try:
+        province_of(commune_code)
+    except InvalidCommandError:
+        raise ApiError(404, "unknown_locality", "no current commune has this code") from None
     build = partial(intake.target, commune_code, body)
     return outcome_response(await submit_counted(backbone_of(request), "target", build), 200)

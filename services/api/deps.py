@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from fastapi import Depends, Request
@@ -28,8 +28,8 @@ __all__ = [
     "FEED",
     "READ",
     "VN",
-    "aware",
     "backbone_of",
+    "bounded",
     "gone",
     "vn",
 ]
@@ -52,9 +52,19 @@ def gone(replacement: str) -> ApiError:
     )
 
 
-def aware(value: datetime) -> datetime:
-    """A datetime with a zone; a naive one is read as Vietnam time."""
-    return value if value.tzinfo else value.replace(tzinfo=VN)
+# The instants the read models can hold (ClickHouse DateTime64: 1900-2299), a day inside.
+EARLIEST = datetime(1900, 1, 2, tzinfo=UTC)
+LATEST = datetime(2299, 12, 30, tzinfo=UTC)
+
+
+def bounded(value: datetime) -> datetime:
+    """An instant of a read's window in UTC, brought inside what the read models can hold:
+    no event lies outside it, so a window reaching further reads the same events."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 with an offset
+        return EARLIEST if value.year < 5000 else LATEST
+    return min(max(utc, EARLIEST), LATEST)
 
 
 def vn(value: datetime) -> str:

@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Request
-from pydantic import AwareDatetime, Field, StrictStr
+from pydantic import Field, StrictStr
 
 from services.api.command_routes import outcome_response, submit_counted
 from services.api.deps import ADMIN, backbone_of
-from services.api.models import Body, Id, PersonalNumber
-from services.api.responses import OrjsonResponse
+from services.api.models import Body, Id, Instant, PersonalNumber
+from services.api.responses import OrjsonResponse, errors
 from services.registry.commands import EraseCitizen
 
 router = APIRouter()
@@ -27,10 +27,22 @@ class ErasureIn(Body):
     citizen_id: PersonalNumber
     legal_basis: Annotated[StrictStr, Field(min_length=3, max_length=200)]
     reference: Annotated[StrictStr, Field(min_length=1, max_length=100)]
-    requested_at: AwareDatetime | None = None  # default: now
+    requested_at: Instant | None = None  # default: now
 
 
-@router.post("/v1/citizens/erasure", status_code=201, dependencies=[ADMIN])
+ERASURE_RULES = ["record_must_be_kept", "personal_data_erased"]
+ERASURE_ERRORS = errors(
+    {
+        404: ["account_not_found"],
+        409: ["record_must_be_kept", "command_id_reused", "concurrent_update"],
+    },
+    body=True,
+)
+
+
+@router.post(
+    "/v1/citizens/erasure", status_code=201, dependencies=[ADMIN], responses=ERASURE_ERRORS
+)
 async def erase(body: ErasureIn, request: Request) -> OrjsonResponse:
     """Erase the citizen's personal data for `legal_basis` (case `reference`): 201 with the
     outcome; a second erasure changes nothing and succeeds; 409 `record_must_be_kept` while

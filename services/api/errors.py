@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 
 from services.api.responses import OrjsonResponse
 from services.registry.application import CommandReuseError, ConcurrencyError
@@ -67,6 +68,11 @@ DOMAIN_ERRORS = (
 )
 
 
+# Starlette's own refusals: a body it cannot decode, no such route, a method the route lacks.
+HTTP_CODES = {400: "malformed_json", 404: "not_found", 405: "method_not_allowed"}
+FAULT = "an internal fault: retry (a command resent with its command_id is safe)"
+
+
 def validation_error(exc: RequestValidationError) -> ApiError:
     fields: dict[str, str] = {}
     malformed = False
@@ -77,7 +83,7 @@ def validation_error(exc: RequestValidationError) -> ApiError:
         # Only the message: the offending value may be personal data.
         fields[".".join(loc) or "body"] = err.get("msg", "invalid")
     if malformed:
-        return ApiError(400, "malformed_json", "the body is not valid JSON", fields)
+        return ApiError(400, "malformed_json", "the body is not valid JSON", {"body": "not JSON"})
     return ApiError(422, "invalid_request", "the request has invalid fields", fields)
 
 
@@ -95,7 +101,20 @@ def install(app: FastAPI) -> None:
         err = validation_error(exc)
         return OrjsonResponse(err.body(), status_code=err.status)
 
+    async def on_http_error(_: Request, exc: Exception) -> OrjsonResponse:
+        assert isinstance(exc, HTTPException)
+        code = HTTP_CODES.get(exc.status_code, "http_error")
+        body = ApiError(exc.status_code, code, str(exc.detail)).body()
+        return OrjsonResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    async def on_fault(_: Request, exc: Exception) -> OrjsonResponse:
+        # Logged with its traceback by the server; the answer says nothing of the request.
+        err = ApiError(500, "internal_error", FAULT)
+        return OrjsonResponse(err.body(), status_code=500)
+
     app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_fault)
     app.add_exception_handler(RequestValidationError, on_validation)
     for cls in DOMAIN_ERRORS:
         app.add_exception_handler(cls, on_domain_error)

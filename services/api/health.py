@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from projections.runner import Projector
 from services.api.deps import FEED, backbone_of
-from services.api.responses import OrjsonResponse
+from services.api.responses import OrjsonResponse, errors
 from services.settings import Settings
 
 if TYPE_CHECKING:
@@ -25,7 +25,22 @@ RELAY_TIMEOUT_S = 1.0
 HALTED = ("paused", "failed", "stopped")  # states that wait for an operator (or a restart)
 
 
-@router.get("/healthz")
+READINESS = {
+    "type": "object",
+    "required": ["status", "components", "reasons"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ready", "unready"]},
+        "components": {"type": "object", "description": "each component's state (see README)"},
+        "reasons": {"type": "array", "items": {"type": "string"}, "description": "why unready"},
+    },
+}
+
+
+def _readiness(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": READINESS}}}
+
+
+@router.get("/healthz", responses=errors(roles=False))
 def healthz(request: Request) -> dict[str, Any]:
     """Liveness: 200 while the process serves, whatever its components do (see /readyz)."""
     backbone = backbone_of(request)
@@ -44,7 +59,14 @@ def healthz(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/readyz", responses={503: {"description": "not ready: see `reasons`"}})
+@router.get(
+    "/readyz",
+    responses={
+        200: _readiness("ready: every component works and keeps up"),
+        503: _readiness("not ready: see `reasons`"),
+        **errors(roles=False),
+    },
+)
 def readyz(request: Request) -> OrjsonResponse:
     """Readiness: 200 when every component works and keeps up, 503 with the reasons if not."""
     backbone = backbone_of(request)
@@ -88,7 +110,17 @@ def readyz(request: Request) -> OrjsonResponse:
     return OrjsonResponse(body, status_code=503 if reasons else 200)
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={
+        200: {
+            "description": "the Prometheus text exposition format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **errors(roles=False),
+    },
+)
 def metrics(request: Request) -> Response:
     """This process's metrics in the Prometheus text format (eid_...; see README)."""
     registry = request.app.state.metrics.registry
@@ -191,7 +223,18 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-@router.get("/v1/feed", dependencies=[FEED])
+@router.get(
+    "/v1/feed",
+    dependencies=[FEED],
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "an endless stream of server-sent events (`hello`, then `counts`)",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **errors(),
+    },
+)
 async def feed(request: Request) -> StreamingResponse:
     """Server-sent events: one `counts` event per stored batch. The token may come as
     `?token=` here (EventSource cannot send headers), and on no other endpoint."""

@@ -7,11 +7,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 from vietnam_provinces import Province, Ward
 
 from projections.audit import AuditTrail
-from services.api.deps import READ, VN, aware, backbone_of, vn
+from services.api.deps import EARLIEST, READ, VN, backbone_of, bounded, vn
 from services.api.errors import ApiError
+from services.api.models import Instant, WholeNumber
+from services.api.responses import errors
 from services.registry.application import Registry
 
 METRICS = ("received", "activated")
@@ -53,7 +56,8 @@ def _targets(registry: Registry, commune: str) -> dict[str, Any]:
 
 
 def progress(registry: Registry, trail: AuditTrail, level: str, code: str) -> dict[str, Any]:
-    """Counts and targets for one commune, or for a province with each of its communes."""
+    """Counts and targets for one commune, or for a province with each of its communes (the
+    locality checked by `place`)."""
     counts = trail.cumulative(level, code)
     communes = [code] if level == "commune" else communes_of(code)
     rows = []
@@ -112,71 +116,118 @@ def device_days(rows: list[tuple[str, str, datetime, int]]) -> list[dict[str, An
     return out
 
 
-Commune = Annotated[str | None, Query(pattern=r"^[0-9]{5}$")]
-ProvinceCode = Annotated[str | None, Query(pattern=r"^[0-9]{2}$")]
+LEVEL_DIGITS = {"commune": 5, "province": 2}
+Level = Annotated[
+    Literal["commune", "province"],
+    Query(description="`commune`, or `province` for all its communes"),
+]
+Code = Annotated[
+    str,
+    Query(
+        pattern=r"^[0-9]{5}$|^[0-9]{2}$",
+        description="The locality's current code: five digits with level=commune, two with "
+        "level=province (else 422 `code_level_mismatch`); a code no current locality has: "
+        "404 `unknown_locality`.",
+    ),
+]
+Since = Annotated[
+    Instant | None,
+    Query(description="From this instant (RFC 3339, offset required); times before 1900 read "
+          "as 1900 (no event is older)."),
+]  # fmt: skip
+Until = Annotated[
+    Instant | None,
+    Query(description="Up to this instant, excluded (default: an hour from now); must be after "
+          "`since` when both are given (else 422 `invalid_window`)."),
+]  # fmt: skip
+LOCALITY_ERRORS = {404: ["unknown_locality"], 422: ["invalid_request", "code_level_mismatch"]}
 
 
-def _locality(commune_code: Commune = None, province_code: ProvinceCode = None) -> tuple[str, str]:
-    """(level, code) from exactly one of the two query parameters."""
-    if (commune_code is None) == (province_code is None):
-        raise ApiError(
-            422,
-            "invalid_request",
-            "give exactly one of commune_code, province_code",
-            {"commune_code": "exactly one of commune_code, province_code"},
+def place(level: Level, code: Code) -> tuple[str, str]:
+    """(level, code) of a current locality: 422 if the code does not fit the level, 404 if no
+    current commune or province has it."""
+    if len(code) != LEVEL_DIGITS[level]:
+        raise ApiError(422, "code_level_mismatch", f"code does not fit level {level}",
+                       {"code": f"a {level} code has {LEVEL_DIGITS[level]} digits"})  # fmt: skip
+    try:
+        commune_name(code) if level == "commune" else province_name(code)
+    except (KeyError, ValueError):
+        raise ApiError(404, "unknown_locality", f"no current {level} has this code") from None
+    return level, code
+
+
+Place = Annotated[tuple[str, str], Depends(place)]
+
+
+def window(since: datetime | None, until: datetime | None, days: int) -> tuple[datetime, datetime]:
+    """[start, end) in UTC: `until` defaults to an hour from now, `since` to `days` before the
+    end; both brought inside what the read models hold (an empty window reads nothing)."""
+    if since is not None and until is not None and since >= until:
+        raise ApiError(422, "invalid_window", "since must be before until",
+                       {"since": "must be before until"})  # fmt: skip
+    end = bounded(until) if until else datetime.now(UTC) + timedelta(hours=1)
+    start = bounded(since) if since else max(end - timedelta(days=days), EARLIEST)
+    return start, max(start, end)
+
+
+class LegacyLocality:
+    """The hourly and device reads' former `commune_code=` / `province_code=` (deprecated),
+    still answered: rewritten to `level` + `code` before routing; one of them alone, else left
+    as it is (and refused for lacking `level` and `code`)."""
+
+    PATHS = frozenset({"/v1/progress/hourly", "/v1/progress/devices"})
+    LEVELS = {b"commune_code": b"commune", b"province_code": b"province"}
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in self.PATHS:
+            scope = {**scope, "query_string": self.rewritten(scope["query_string"])}
+        await self.app(scope, receive, send)
+
+    @classmethod
+    def rewritten(cls, query: bytes) -> bytes:
+        parts = query.split(b"&") if query else []
+        names = [part.partition(b"=")[0] for part in parts]
+        old = [name for name in names if name in cls.LEVELS]
+        if len(old) != 1 or b"level" in names or b"code" in names:
+            return query
+        return b"&".join(
+            b"level=%s&code=%s" % (cls.LEVELS[name], part.partition(b"=")[2])
+            if name in cls.LEVELS
+            else part
+            for name, part in zip(names, parts, strict=True)
         )
-    return ("commune", commune_code) if commune_code else ("province", province_code)  # type: ignore[return-value]
-
-
-Locality = Annotated[tuple[str, str], Depends(_locality)]
-
-
-def _window(since: datetime | None, until: datetime | None, days: int) -> tuple[datetime, datetime]:
-    end = aware(until) if until else datetime.now(UTC) + timedelta(hours=1)
-    start = aware(since) if since else end - timedelta(days=days)
-    if start >= end:
-        raise ApiError(
-            422, "invalid_request", "since must be before until", {"since": "must be before until"}
-        )
-    return start, end
 
 
 # The progress-room reads: cumulative against targets, hourly, per device, freshness.
 router = APIRouter()
 
 
-@router.get("/v1/progress", dependencies=[READ])
-def cumulative(
-    request: Request,
-    level: Literal["commune", "province"],
-    code: Annotated[str, Query(pattern=r"^[0-9]{2}$|^[0-9]{5}$")],
-) -> dict[str, Any]:
+@router.get("/v1/progress", dependencies=[READ], responses=errors(LOCALITY_ERRORS))
+def cumulative(request: Request, place: Place) -> dict[str, Any]:
     """Cumulative received and activated (distinct accounts) against targets, in percent."""
-    if len(code) != (5 if level == "commune" else 2):
-        raise ApiError(
-            422,
-            "invalid_request",
-            f"code does not fit level {level}",
-            {"code": f"a {level} code"},
-        )
+    level, code = place
     backbone = backbone_of(request)
-    try:
-        return progress(backbone.registry, backbone.trail, level, code)
-    except (KeyError, ValueError):
-        raise ApiError(404, "unknown_locality", f"no current {level} has this code") from None
+    return progress(backbone.registry, backbone.trail, level, code)
 
 
-@router.get("/v1/progress/hourly", dependencies=[READ])
+WINDOW_ERRORS = {**LOCALITY_ERRORS, 422: [*LOCALITY_ERRORS[422], "invalid_window"]}
+
+
+@router.get("/v1/progress/hourly", dependencies=[READ], responses=errors(WINDOW_ERRORS))
 def hourly(
     request: Request,
-    place: Locality,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    place: Place,
+    since: Since = None,
+    until: Until = None,
     by: Literal["event_type", "channel", "phone", "device"] = "event_type",
 ) -> dict[str, Any]:
-    """Counts by the hour events happened (device time), split by `by`."""
+    """Counts by the hour events happened (device time), split by `by` (default: the last
+    two days)."""
     level, code = place
-    start, end = _window(since, until, days=2)
+    start, end = window(since, until, days=2)
     hours: dict[datetime, dict[str, int]] = {}
     for hour, key, count in backbone_of(request).trail.hourly(level, code, start, end, by):
         hours.setdefault(hour, {})[key] = count
@@ -188,23 +239,23 @@ def hourly(
     }  # fmt: skip
 
 
-@router.get("/v1/progress/devices", dependencies=[READ])
+@router.get("/v1/progress/devices", dependencies=[READ], responses=errors(WINDOW_ERRORS))
 def devices(
-    request: Request,
-    place: Locality,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    request: Request, place: Place, since: Since = None, until: Until = None
 ) -> dict[str, Any]:
-    """Per-device daily throughput and idle hours (registrations received)."""
+    """Per-device daily throughput and idle hours (registrations received; default: the last
+    seven days)."""
     level, code = place
-    start, end = _window(since, until, days=7)
+    start, end = window(since, until, days=7)
     rows = backbone_of(request).trail.device_hours(level, code, start, end)
     return {"level": level, "code": code, "days": device_days(rows)}
 
 
-@router.get("/v1/progress/freshness", dependencies=[READ])
+@router.get(
+    "/v1/progress/freshness", dependencies=[READ], responses=errors({422: ["invalid_request"]})
+)
 def freshness(
-    request: Request, minutes: Annotated[int, Query(ge=1, le=1440)] = 60
+    request: Request, minutes: Annotated[int, Query(ge=1, le=1440), WholeNumber] = 60
 ) -> dict[str, Any]:
     """How long recorded events took to become visible in the counts, over recent minutes."""
     return {"minutes": minutes, **backbone_of(request).trail.freshness(minutes)}

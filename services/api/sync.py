@@ -20,7 +20,16 @@ MAX_COMMANDS = 5000
 
 class SyncIn(Body):
     device_id: Id
-    commands: Annotated[list[dict[str, Any]], Field(max_length=MAX_COMMANDS)]
+    commands: Annotated[
+        list[dict[str, Any]],
+        Field(
+            max_length=MAX_COMMANDS,
+            description="In capture order. Each item: `type` (registration, decision, activation, "
+            "status_change) and the fields of that command's body (RegistrationIn, DecisionIn, "
+            "ActivationIn, StatusChangeIn); an item that breaks a rule is reported refused in "
+            "its result (with the error), the others are applied.",
+        ),
+    ]
 
 
 Builder = Callable[[Any, Settings], Command]
@@ -40,7 +49,7 @@ def _command(item: dict[str, Any], device_id: str, settings: Settings) -> Comman
     """The item's command, or the refusal to report for it."""
     item = dict(item)
     kind = item.pop("type", None)
-    if kind not in ITEM_TYPES:
+    if not isinstance(kind, str) or kind not in ITEM_TYPES:
         return _refused(
             "invalid_request", "unknown command type", {"type": f"one of {', '.join(ITEM_TYPES)}"}
         )

@@ -281,7 +281,7 @@ BAD_COMMANDS = [
         "PUT",
         "/v1/targets/99999",
         {"command_id": "x10", "metric": "received", "target": 5, "deadline": "2023-06-30"},
-        422,
+        404,
     ),
     (
         "target unknown metric",
