@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export VAR_DIR ?= $(CURDIR)/var
 
-.PHONY: help run run-postgres test unit bench lint venv broker-start broker-stop postgres-start \
+.PHONY: help run run-postgres test unit bench fuzz lint venv broker-start broker-stop postgres-start \
 	postgres-stop clean
 .DEFAULT_GOAL := help
 
@@ -37,6 +37,10 @@ unit: venv  ## unit tests only (no broker)
 
 bench: venv  ## N registrations through the HTTP API; prints a table, writes var/bench.json
 	$(PY) -m tests.bench $(BENCH_ARGS)
+
+FUZZ_SECONDS ?= 600
+fuzz: venv  ## the contract fuzzer (schemathesis, all checks) for FUZZ_SECONDS against a fresh API
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m tests.fuzz
 
 lint: venv  ## ruff format --check, ruff check, mypy --strict
 	$(VENV)/bin/ruff format --check services schemas projections tests
