@@ -12,13 +12,13 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
 
-from projections.audit import verify_history
 from services.api.deps import ADMIN, AUDIT, EARLIEST, backbone_of, bounded, gone
 from services.api.errors import ApiError
 from services.api.models import HistoryIn, Instant, StateIn, WholeNumber
 from services.api.responses import errors
 from services.registry.application import Registry
 from services.registry.domain import Account
+from services.signer.proofs import SignedView, attach_proofs, checkpoint_json, verify_signed_history
 
 # The personal fields an event's payload holds sealed (`sealed_<name>`), shown in clear to the
 # auditor beside the sealed value.
@@ -71,18 +71,28 @@ def history(body: HistoryIn, request: Request) -> dict[str, Any]:
     """
     backbone = backbone_of(request)
     account, recorded = _audited_account(request, body.citizen_id, body.purpose, "history")
-    events = backbone.trail.history(account.id)
-    projector = backbone.projector
+    # The watermarks first, the rows after: whatever the projectors had read by then is in the
+    # rows; read the other way round, a row stored in between would count as missing.
+    projector, readers = backbone.projector, backbone.access_projector
     watermark = (
         projector.watermark(str(account.id)) if projector else backbone.trail.watermark(account.id)
     )
-    verification = verify_history(events, recorded, watermark)  # the events exactly as stored
+    reads_watermark = readers.watermark(str(account.id)) if readers else watermark
+    events = backbone.trail.history(account.id)
+    reads = backbone.trail.reads_of(account.id)
+    view = attach_proofs(backbone.log, account.id, events, reads) if backbone.log else None
+    origin = backbone.settings.checkpoint_origin
+    verification = verify_signed_history(  # the rows exactly as stored, against what was signed
+        origin, events, reads, recorded, watermark, reads_watermark, view or SignedView(None, [])
+    )
     backbone.metrics.verification(verification["status"])
     return {
         "citizen_id": body.citizen_id,
         "account_id": str(account.id),
         "state": account.snapshot_state(),
         "events": [revealed(backbone.registry, account.id, e) for e in events],
+        "reads": reads,
+        "checkpoint": checkpoint_json(origin, view.checkpoint if view else None),
         "verification": verification,
     }
 
