@@ -289,6 +289,9 @@ def test_checkpoint_endpoints(deployment: Deployment) -> None:
                                 params={"from": 3, "to": 2})  # fmt: skip
     assert bad.status_code == 422
     assert deployment.client.get("/v1/checkpoints/latest").status_code == 401
+    signer = deployment.client.get("/readyz").json()["components"]["signer"]
+    assert signer["state"] == "running" and signer["thread_alive"] is True
+    assert signer["checkpoints_signed"] >= 1 and signer["appended"] >= 2
 
 
 def test_a_subscriber_proves_a_topic_record_by_its_position(deployment: Deployment) -> None:
