@@ -161,8 +161,8 @@
     const codes = progress.communes.map((c) => c.commune_code);
     const wanted = codes.filter((c) => all || communes.has(c) || !state.hourly.has(c));
     const [summary, perCommune] = await Promise.all([
-      received24({ province_code: province }, win),
-      mapLimit(wanted, CONCURRENCY, (c) => received24({ commune_code: c }, win)),
+      received24({ level: "province", code: province }, win),
+      mapLimit(wanted, CONCURRENCY, (c) => received24({ level: "commune", code: c }, win)),
     ]);
     if (generation !== state.generation) return; // the province or token changed meanwhile
     wanted.forEach((c, i) => state.hourly.set(c, perCommune[i]));
