@@ -28,7 +28,7 @@ from services.registry.batching import CommandBatcher
 from services.registry.commands import Command
 from services.settings import Settings
 from services.signer.signer import Signer
-from services.signer.tree import TreeStore
+from services.signer.tree import TreeStore, open_tree_store
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +107,10 @@ def build(
         access = backbone.access_projector = access_projector(settings, options, trail.client)
         backbone.access_thread = _thread(access, backbone.stop)
         healths += [projector.health, access.health]
-    backbone.log = TreeStore(settings.merkle_store)
+    backbone.log = open_tree_store(settings)
     if embedded_signer:
         # Several API processes may each embed one: they take turns on the tree store's lock.
-        signer = backbone.signer = Signer(settings, registry, tree=TreeStore(settings.merkle_store))
+        signer = backbone.signer = Signer(settings, registry, tree=open_tree_store(settings))
         backbone.signer_thread = threading.Thread(
             target=_sign, args=(signer, backbone.stop), name="signer", daemon=True
         )

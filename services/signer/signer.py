@@ -38,7 +38,7 @@ from services.registry.application import Registry
 from services.relay.mapping import PUBLIC_TOPICS, to_record
 from services.settings import Settings
 from services.signer.keys import load_signing_key, verifier_of
-from services.signer.tree import Leaf, StoredCheckpoint, TreeStore
+from services.signer.tree import Leaf, StoredCheckpoint, TreeStore, open_tree_store
 
 log = logging.getLogger(__name__)
 VERIFIER_KEY = "verifier_key"  # the tree store's meta entry: the public key, for the API
@@ -73,7 +73,7 @@ class Signer:
         self.settings = settings
         self.registry = registry
         self.options = options
-        self.tree = tree or TreeStore(settings.merkle_store)
+        self.tree = tree or open_tree_store(settings)
         self.key = load_signing_key(settings.checkpoint_key_file)
         self.origin = settings.checkpoint_origin
         self.verifier = verifier_of(self.origin, self.key)

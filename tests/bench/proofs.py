@@ -1,6 +1,6 @@
 """The signed-log phase: the signer against the store it follows, checkpoint lag, proofs at scale.
 
-- Signer throughput: a fresh signer over a copy of the deployment's event store (leaves/s),
+- Signer throughput: fresh signers over the deployment's event store, only read (leaves/s),
   beside the store's own notification read rate in the same run, raw and decoded (the signer
   must decode each event to commit to its public record).
 - Checkpoint lag: for every leaf the deployment's embedded signer signed during the live run,
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import sqlite3
 import statistics
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from services.registry.application import Registry
 from services.relay.mapping import PUBLIC_TOPICS
 from services.settings import Settings
 from services.signer.signer import Signer, SignerOptions
-from services.signer.tree import Leaf, TreeStore
+from services.signer.tree import Leaf, TreeStore, open_tree_store
 from tests.bench.deployment import Deadline, Deployment
 
 SIZES = (100_000, 1_000_000)
@@ -36,7 +35,7 @@ ROUNDS = 3  # signer and store-read rounds, alternating; medians
 
 def proofs_bench(dep: Deployment, deadline: Deadline) -> dict[str, Any]:
     live = Settings.from_env(dep.env)
-    figures: dict[str, Any] = {"checkpoint_lag": checkpoint_lag(live.merkle_store)}
+    figures: dict[str, Any] = {"checkpoint_lag": checkpoint_lag(live)}
     figures["signer"] = signer_rate(dep, dep.dir / "proofs")
     figures["trees"] = {}
     for size in SIZES:
@@ -47,35 +46,22 @@ def proofs_bench(dep: Deployment, deadline: Deadline) -> dict[str, Any]:
     return figures
 
 
-def checkpoint_lag(path: Path) -> dict[str, Any]:
+def checkpoint_lag(settings: Settings) -> dict[str, Any]:
     """Recording -> first covering checkpoint, over every leaf the live run's signer signed."""
-    if not path.exists():
-        return {"leaves": 0}
-    db = sqlite3.connect(path)
+    tree = open_tree_store(settings)
     try:
-        checkpoints = db.execute("SELECT size, signed_at FROM checkpoints ORDER BY size").fetchall()
-        lags: list[float] = []
-        previous = 0
-        for size, signed_at in checkpoints:
-            rows = db.execute(
-                "SELECT recorded_ms FROM leaves WHERE idx >= ? AND idx < ?", (previous, size)
-            ).fetchall()
-            lags += [signed_at - ms / 1000 for (ms,) in rows]
-            previous = size
+        checkpoints = tree.checkpoints_with_leaves()
     finally:
-        db.close()
+        tree.close()
+    lags = [signed_at - ms / 1000 for _, signed_at, leaves in checkpoints for ms in leaves]
     return {"leaves": len(lags), "checkpoints": len(checkpoints), **_percentiles(lags)}
 
 
 def signer_rate(dep: Deployment, work: Path) -> dict[str, Any]:
-    """A fresh signer over a copy of the deployment's store, and the store's read rates."""
+    """Fresh signers (each with a new tree store) over the deployment's event store, which is
+    only read, and the store's own read rates, in alternating rounds."""
     work.mkdir(parents=True, exist_ok=True)
-    source = Settings.from_env(dep.env)
-    store = work / "events.sqlite"
-    with sqlite3.connect(source.sqlite_path) as src, sqlite3.connect(store) as dst:
-        src.backup(dst)  # a consistent copy, WAL included
-    settings = Settings.from_env({**dep.env, "SQLITE_DBNAME": str(store),
-                                  "MERKLE_STORE": str(work / "merkle.sqlite")})  # fmt: skip
+    settings = Settings.from_env(dep.env)
     registry = Registry(settings)
     reads: dict[bool, list[float]] = {False: [], True: []}
     signs: list[float] = []

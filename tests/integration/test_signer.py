@@ -28,7 +28,7 @@ from services.signer.signer import (
     Signer,
     SignerOptions,
 )
-from services.signer.tree import TreeStore
+from services.signer.tree import TreeStore, open_tree_store
 from tests.support.factories import register_command, registry_with
 
 QUIET = SignerOptions(publish=False)
@@ -219,3 +219,46 @@ def test_tree_store_proofs_match_the_in_memory_log(tmp_path) -> None:  # type: i
         for old in range(0, size + 1, 7):
             proof = tree.consistency_proof(old, size)
             assert verify_consistency(old, size, tree.root(old), tree.root(size), proof)
+
+
+def test_two_signers_on_one_tree_store_extend_one_log(settings: Settings) -> None:
+    # Two API processes each embed a signer: they take turns on the store's lock and re-read
+    # its size, so that the deployment has one tree, whose checkpoints all agree.
+    import threading
+
+    settings = dataclasses.replace(settings, checkpoint_seconds=0.0)
+    registry = registry_with(settings, 2)
+    signers = [Signer(settings, registry, QUIET, open_tree_store(settings)) for _ in range(2)]
+    for signer in signers:
+        signer.start()
+    stop = threading.Event()
+
+    def sign(signer: Signer) -> None:
+        while not stop.is_set():
+            signer.step()
+
+    threads = [threading.Thread(target=sign, args=(s,)) for s in signers]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(40):
+            registry.handle(register_command())
+    finally:
+        time.sleep(0.5)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    signed_up(signers[0])
+    assert all(s.appended > 0 for s in signers)  # both took turns
+    tree = signers[0].tree
+    expected = MerkleLog()
+    for record in records(registry):
+        expected.append(leaf_bytes(record))
+    latest = tree.latest_checkpoint()
+    assert latest is not None and (latest.size, latest.root) == (42, expected.root())
+    sizes = [c for c, _, _ in tree.checkpoints_with_leaves()]
+    for old in sizes:
+        older = tree.checkpoint(old)
+        assert older is not None
+        proof = tree.consistency_proof(old, latest.size)
+        assert verify_consistency(old, latest.size, older.root, latest.root, proof)
