@@ -53,8 +53,8 @@ def to_row(event: dict[str, Any], partition: int, offset: int, topic_id: UUID) -
     where = [str(payload.pop(name, "")) for name in _WHERE_FIELDS]
     return [
         event["event_id"], event["event_type"], event["account_id"], event["sequence"],
-        event["position"], event["sealed_citizen_id"], event["occurred_at"], event["recorded_at"], event["province_code"],
-        event["commune_code"], *where,
+        event["position"], event["sealed_citizen_id"], event["occurred_at"],
+        event["recorded_at"], event["province_code"], event["commune_code"], *where,
         orjson.dumps(payload, default=_json_default).decode(), event["previous_hash"],
         event["hash"], partition, offset, topic_id,
     ]  # fmt: skip
