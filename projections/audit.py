@@ -10,7 +10,7 @@ import orjson
 
 from projections.clickhouse import LockedClient, connect
 from schemas.chain import first_broken_link
-from schemas.event_types import ACCOUNT_ACTIVATED, HISTORY_READ, REGISTRATION_RECEIVED
+from schemas.event_types import HISTORY_READ, REGISTRATION_RECEIVED
 
 COLUMNS = [
     "event_id", "event_type", "account_id", "sequence", "position", "sealed_citizen_id",
@@ -39,6 +39,9 @@ BREAKDOWNS = {
 }
 REGISTRATIONS = f"event_type = '{REGISTRATION_RECEIVED}'"
 NOT_READS = f"event_type != '{HISTORY_READ}'"
+# Every table of one database's read models: what a rebuild swaps in, all at once.
+READ_MODEL_TABLES = ("audit_events", "access_events", "hourly_counts", "commune_progress",
+                     "access_by_time", "freshness_log")  # fmt: skip
 
 
 def _json_default(value: Any) -> str:
@@ -115,12 +118,13 @@ def verify_history(
     }  # fmt: skip
 
 
-def _in_place_and_window(level: str, only: str) -> str:
-    """WHERE: one commune or province ({code}), rows matching `only`, happened in [since, until)."""
+def _in_place_and_hours(level: str, only: str) -> str:
+    """WHERE: one commune or province ({code}), rows matching `only`, in the hours from the
+    one that holds {since} to the one before {until} (hourly_counts keeps whole hours)."""
     column = "commune_code" if level == "commune" else "province_code"
     return (
         f"WHERE {column} = {{code:String}} AND {only} "
-        f"AND occurred_at >= {{since:DateTime64(3)}} AND occurred_at < {{until:DateTime64(3)}}"
+        f"AND hour >= toStartOfHour({{since:DateTime64(3)}}) AND hour < {{until:DateTime64(3)}}"
     )
 
 
@@ -143,9 +147,12 @@ class AuditTrail:
         # Access records come from their own topic into their own table (ACCESS_TABLE).
         self.access_table = f"{database}.{ACCESS_TABLE}"
 
-    def store(self, rows: list[list[Any]]) -> None:
+    def store(self, rows: list[list[Any]], token: str | None = None) -> None:
+        """One INSERT of `rows`; with `token` (topic id, partitions and offset ranges of the
+        batch) the same batch inserted again is dropped, rows and every count derived from
+        them alike (views.sql)."""
         if rows:
-            self.client.insert(self.table, rows, COLUMNS)
+            self.client.insert(self.table, rows, COLUMNS, dedup_token=token)
 
     def watermarks(self) -> dict[int, datetime]:
         """partition -> the newest recording time stored from it."""
@@ -223,15 +230,15 @@ class AuditTrail:
     def hourly(
         self, level: str, code: str, since: datetime, until: datetime, by: str = "event_type"
     ) -> list[tuple[datetime, str, int]]:
-        """(hour, key, count) by the hour events happened, in a commune or a province.
+        """(hour, key, count) by the hour events happened, in a commune or a province, for the
+        whole hours from `since`'s to before `until` (hourly_counts).
 
         `by` is event_type (all events), or channel / phone / device (registrations received).
         """
-        only = NOT_READS if by == "event_type" else REGISTRATIONS
+        only = "1" if by == "event_type" else REGISTRATIONS
         sql = (
-            f"SELECT toStartOfHour(occurred_at) AS hour, {BREAKDOWNS[by]} AS key, count() "
-            f"FROM {self.table} {_in_place_and_window(level, only)} "
-            f"GROUP BY hour, key ORDER BY hour, key"
+            f"SELECT hour, {BREAKDOWNS[by]} AS key, sum(n) FROM {self.database}.hourly_counts "
+            f"{_in_place_and_hours(level, only)} GROUP BY hour, key ORDER BY hour, key"
         )
         rows = self.client.query_rows(sql, {"code": code, "since": since, "until": until})
         return [(as_utc(hour), str(k), int(n)) for hour, k, n in rows]
@@ -241,8 +248,8 @@ class AuditTrail:
     ) -> list[tuple[str, str, datetime, int]]:
         """(device, station, hour, registrations received) for every device that worked."""
         sql = (
-            f"SELECT device_id, any(station_id), toStartOfHour(occurred_at) AS hour, count() "
-            f"FROM {self.table} {_in_place_and_window(level, REGISTRATIONS)} "
+            f"SELECT device_id, any(station_id), hour, sum(n) FROM {self.database}.hourly_counts "
+            f"{_in_place_and_hours(level, REGISTRATIONS)} "
             f"GROUP BY device_id, hour ORDER BY device_id, hour"
         )
         rows = self.client.query_rows(sql, {"code": code, "since": since, "until": until})
@@ -251,8 +258,9 @@ class AuditTrail:
     def access_log(self, since: datetime, until: datetime, limit: int) -> list[dict[str, Any]]:
         """Who read which account's history or state, when, and for what stated purpose."""
         sql = (
-            f"SELECT occurred_at, account_id, detail, commune_code FROM {self.access_table} "
-            f"WHERE event_type = '{HISTORY_READ}' AND occurred_at >= {{since:DateTime64(3)}} "
+            f"SELECT occurred_at, account_id, detail, commune_code "
+            f"FROM {self.database}.access_by_time "
+            f"WHERE occurred_at >= {{since:DateTime64(3)}} "
             f"AND occurred_at < {{until:DateTime64(3)}} "
             f"ORDER BY occurred_at DESC LIMIT {int(limit)}"
         )
@@ -270,8 +278,8 @@ class AuditTrail:
     def freshness(self, minutes: int) -> dict[str, float | int]:
         """Seconds from the registry recording an event to its row being stored (visible)."""
         sql = (
-            f"SELECT count(), quantiles(0.5, 0.99)(dateDiff('millisecond', recorded_at, "
-            f"projected_at)) FROM {self.table} "
+            f"SELECT count(), quantilesExact(0.5, 0.99)(latency_ms) "
+            f"FROM {self.database}.freshness_log "
             f"WHERE projected_at >= now64(3) - INTERVAL {int(minutes)} MINUTE"
         )
         n, (p50, p99) = self.client.query_rows(sql)[0]
@@ -281,10 +289,9 @@ class AuditTrail:
         """commune -> {received, activated}: distinct accounts, in a commune or a province."""
         column = "commune_code" if level == "commune" else "province_code"
         sql = (
-            f"SELECT commune_code, "
-            f"uniqExactIf(account_id, event_type = '{REGISTRATION_RECEIVED}'), "
-            f"uniqExactIf(account_id, event_type = '{ACCOUNT_ACTIVATED}') "
-            f"FROM {self.table} WHERE {column} = {{code:String}} GROUP BY commune_code"
+            f"SELECT commune_code, uniqExactMerge(received), uniqExactMerge(activated) "
+            f"FROM {self.database}.commune_progress WHERE {column} = {{code:String}} "
+            f"GROUP BY commune_code"
         )
         rows = self.client.query_rows(sql, {"code": code})
         return {c: {"received": int(r), "activated": int(a)} for c, r, a in rows}

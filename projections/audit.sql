@@ -1,8 +1,7 @@
 -- The audit trail: every event of every citizen, one row each, in account order.
 -- Rows of one Kafka batch are written in one INSERT (one part, atomic); kafka_partition and
--- kafka_offset let the projector resume exactly after the last stored row.
--- The `hourly` projection keeps counts per event hour x commune x event type inside each part,
--- so the counts are written in the same atomic step as the rows they count.
+-- kafka_offset let the projector resume exactly after the last stored row. The counts the
+-- dashboards read are kept by materialized views (views.sql), written with the rows they count.
 CREATE TABLE IF NOT EXISTS {db}.audit_events
 (
     event_id        UUID,
@@ -26,12 +25,7 @@ CREATE TABLE IF NOT EXISTS {db}.audit_events
     hash            String,
     kafka_partition UInt16,
     kafka_offset    UInt64,
-    topic_id        UUID,
-    PROJECTION hourly
-    (
-        SELECT province_code, commune_code, toStartOfHour(occurred_at), event_type, count()
-        GROUP BY province_code, commune_code, toStartOfHour(occurred_at), event_type
-    )
+    topic_id        UUID
 )
 ENGINE = MergeTree
 ORDER BY (account_id, sequence);

@@ -16,7 +16,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 from tqdm import tqdm
 
-from projections.audit import ACCESS_TABLE, AuditTrail, audit_trail
+from projections.audit import ACCESS_TABLE, READ_MODEL_TABLES, AuditTrail, audit_trail
 from projections.runner import NO_TOPIC, Projector, ProjectorOptions
 from services.kafka import EventsDeletedError, check_keeps_events, ensure_topic, topic_id
 from services.settings import Settings
@@ -88,8 +88,11 @@ def rebuild(
     for source, table in ((settings, "audit_events"), (access, ACCESS_TABLE)):
         scratch = audit_trail(settings.clickhouse_url, scratch_name, table)
         stored[table] = _replay(source, scratch, show_progress)
+    # The rows and every table derived from them (views.sql), swapped in together: the live
+    # views now read the new rows' tables by name and count into the new counts.
+    for table in READ_MODEL_TABLES:
         live.client.command(
-            f"EXCHANGE TABLES {settings.clickhouse_database}.{table} AND {scratch.table}"
+            f"EXCHANGE TABLES {settings.clickhouse_database}.{table} AND {scratch_name}.{table}"
         )
     live.client.command(f"DROP DATABASE {scratch_name}")
     tid = topic_id(settings.kafka_bootstrap, settings.kafka_topic) or NO_TOPIC

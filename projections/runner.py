@@ -239,10 +239,13 @@ class Projector:
         """Decode and store one poll's records in one INSERT (records at or past `limit` are
         left out), after every dead letter of the poll is acknowledged."""
         rows, events = [], []
+        ranges: dict[int, list[int]] = {}  # partition -> [first, last] offset in this batch
         for tp, records in polled.items():
             for record in records:
                 if limit is not None and record.offset >= limit[tp]:
                     continue
+                span = ranges.setdefault(tp.partition, [record.offset, record.offset])
+                span[1] = record.offset
                 try:
                     event = self.codec.decode(record.value)
                 except UnknownSchemaError as exc:
@@ -255,7 +258,7 @@ class Projector:
                 events.append(event)
                 self._saw(tp.partition, event["recorded_at"])
         self.dead_letters.wait_acknowledged()
-        self.trail.store(rows)
+        self.trail.store(rows, batch_token(self.topic_id, ranges))
         self.stored += len(rows)
         if self.on_batch and events:
             self.on_batch(events)
@@ -303,6 +306,14 @@ class Projector:
             self._consumer = None
         with contextlib.suppress(KafkaError, OSError):
             self.dead_letters.close()
+
+
+def batch_token(topic_id: UUID, ranges: dict[int, list[int]]) -> str:
+    """The deduplication token of one batch: the topic and each partition's offset range. The
+    same records inserted again (a retry after a crash, a second projector that lost its
+    partitions late) are dropped by ClickHouse, rows and counts alike."""
+    spans = ",".join(f"{p}:{a}-{b}" for p, (a, b) in sorted(ranges.items()))
+    return f"{topic_id}/{spans}"
 
 
 def access_projector(

@@ -170,6 +170,13 @@ def window(since: datetime | None, until: datetime | None, days: int) -> tuple[d
     return start, max(start, end)
 
 
+def whole_hours(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The window widened to whole hours: the counts are kept per hour (hourly_counts)."""
+    floor = start.replace(minute=0, second=0, microsecond=0)
+    ceiling = end.replace(minute=0, second=0, microsecond=0)
+    return floor, ceiling if ceiling == end else ceiling + timedelta(hours=1)
+
+
 class LegacyLocality:
     """The hourly and device reads' former `commune_code=` / `province_code=` (deprecated),
     still answered: rewritten to `level` + `code` before routing; one of them alone, else left
@@ -227,7 +234,7 @@ def hourly(
     """Counts by the hour events happened (device time), split by `by` (default: the last
     two days)."""
     level, code = place
-    start, end = window(since, until, days=2)
+    start, end = whole_hours(*window(since, until, days=2))
     hours: dict[datetime, dict[str, int]] = {}
     for hour, key, count in backbone_of(request).trail.hourly(level, code, start, end, by):
         hours.setdefault(hour, {})[key] = count
@@ -246,7 +253,7 @@ def devices(
     """Per-device daily throughput and idle hours (registrations received; default: the last
     seven days)."""
     level, code = place
-    start, end = window(since, until, days=7)
+    start, end = whole_hours(*window(since, until, days=7))
     rows = backbone_of(request).trail.device_hours(level, code, start, end)
     return {"level": level, "code": code, "days": device_days(rows)}
 

@@ -1,0 +1,149 @@
+"""The read models per query (projections/views.sql) on the real engine and broker: they agree
+with the rows they count, a batch inserted twice counts once, old read models are backfilled,
+and a rebuild swaps them in with the rows."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from projections.audit import AuditTrail, audit_trail
+from projections.clickhouse import connect
+from projections.rebuild import rebuild
+from services.registry.application import Registry
+from services.registry.commands import ActivateAccount
+from services.settings import Settings
+from tests.support.factories import approve_command, register_command
+from tests.support.kafka import publish_all
+from tests.support.read_models import projector_for, run_until
+
+COMMUNES = ("22420", "22453", "22528")  # in Khánh Hòa (56)
+
+
+def loaded(settings: Settings, chdb_url: str) -> tuple[Registry, AuditTrail]:
+    """A store with registrations in three communes, some approved and activated, projected."""
+    registry = Registry(settings)
+    for i in range(12):
+        command = register_command(commune=COMMUNES[i % 3])
+        registry.handle(command)
+        if i % 2 == 0:
+            registry.handle(approve_command(command.citizen_id))
+            registry.handle(ActivateAccount(command_id=f"act-{i}-{command.citizen_id}",
+                                            citizen_id=command.citizen_id, method="vneid_app",
+                                            activated_at="2023-06-27T11:00:00+07:00"))  # fmt: skip
+    events = publish_all(settings, registry)
+    projector = projector_for(settings, chdb_url)
+    run_until(projector, events)
+    projector.close()
+    return registry, projector.trail
+
+
+def figures(trail: AuditTrail) -> dict[str, Any]:
+    """What the per-query tables say, beside the same figures computed from the rows."""
+    db, rows = trail.database, trail.table
+    q = trail.client.query_rows
+    return {
+        "rows": q(f"SELECT count() FROM {rows}")[0][0],
+        "hourly": sorted(
+            q(
+                f"SELECT commune_code, hour, event_type, sum(n) FROM {db}.hourly_counts "
+                "GROUP BY ALL HAVING sum(n) > 0"
+            )
+        ),  # fmt: skip
+        "hourly_from_rows": sorted(
+            q(
+                f"SELECT commune_code, toStartOfHour(occurred_at), "
+                f"event_type, count() FROM {rows} GROUP BY ALL"
+            )
+        ),  # fmt: skip
+        "progress": {c: trail.cumulative("commune", c) for c in COMMUNES},
+        "progress_from_rows": {
+            c: {c: {"received": r, "activated": a}}
+            for c, r, a in q(
+                "SELECT commune_code, "
+                "uniqExactIf(account_id, event_type = 'registration_received'), "
+                f"uniqExactIf(account_id, event_type = 'account_activated') FROM {rows} "
+                f"GROUP BY commune_code"
+            )
+        },  # fmt: skip
+        "freshness_rows": q(f"SELECT count() FROM {db}.freshness_log")[0][0],
+    }
+
+
+def test_per_query_tables_agree_with_the_rows(kafka_bootstrap, settings, chdb_url) -> None:
+    _, trail = loaded(settings, chdb_url)
+    found = figures(trail)
+    assert found["rows"] == 24  # 12 registrations, 6 decisions, 6 activations
+    assert found["hourly"] == found["hourly_from_rows"]
+    assert found["progress"] == found["progress_from_rows"]
+    assert found["progress"]["22420"]["22420"] == {"received": 4, "activated": 2}
+    assert found["freshness_rows"] == found["rows"]
+    assert set(trail.cumulative("province", "56")) == set(COMMUNES)
+
+
+def test_a_batch_inserted_twice_counts_once(kafka_bootstrap, settings, chdb_url) -> None:
+    registry = Registry(settings)
+    for commune in COMMUNES:
+        registry.handle(register_command(commune=commune))
+    publish_all(settings, registry)
+    projector = projector_for(settings, chdb_url)
+    polled = poll_all(settings, 3)
+    assert projector.store_batch(polled) == 3
+    once = figures(projector.trail)
+    assert projector.store_batch(polled) == 3  # a retry after a crash, a late second projector
+    assert figures(projector.trail) == once
+    assert once["rows"] == 3 and sum(n for *_, n in once["hourly"]) == 3
+    # Another batch (other partitions or offsets) is not taken for the same one: the token
+    # names the batch, not its content (the same records in another batch are stored again).
+    tp, records = next(iter(polled.items()))
+    projector.store_batch({tp: records})
+    assert figures(projector.trail)["rows"] == 3 + len(records)
+    projector.close()
+
+
+def poll_all(settings: Settings, count: int) -> dict[TopicPartition, list[Any]]:
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+    )
+    try:
+        parts = [TopicPartition(settings.kafka_topic, p)
+                 for p in consumer.partitions_for_topic(settings.kafka_topic) or ()]  # fmt: skip
+        consumer.assign(parts)
+        consumer.seek_to_beginning()
+        polled: dict[TopicPartition, list[Any]] = {}
+        for _ in range(50):
+            for tp, records in consumer.poll(timeout_ms=200).items():
+                polled.setdefault(tp, []).extend(records)
+            if sum(map(len, polled.values())) >= count:
+                return polled
+        raise AssertionError("the records did not arrive")
+    finally:
+        consumer.close()
+
+
+def test_read_models_made_before_the_views_are_backfilled(
+    kafka_bootstrap, settings, chdb_url
+) -> None:
+    _, trail = loaded(settings, chdb_url)
+    before = figures(trail)
+    for table in ("hourly_counts", "commune_progress", "freshness_log"):
+        trail.client.command(f"TRUNCATE TABLE {trail.database}.{table}")
+    assert figures(trail)["hourly"] == []
+    connect(chdb_url, trail.database)  # what the next start does
+    after = figures(trail)
+    assert after["hourly"] == before["hourly"] and after["progress"] == before["progress"]
+
+
+def test_a_rebuild_swaps_in_the_counts_with_the_rows(kafka_bootstrap, settings, chdb_url) -> None:
+    settings = dataclasses.replace(settings, clickhouse_url=chdb_url)
+    _, trail = loaded(settings, chdb_url)
+    before = figures(trail)
+    trail.client.command(f"TRUNCATE TABLE {trail.database}.hourly_counts")  # damaged counts
+    rebuild(settings, show_progress=False)
+    after = figures(audit_trail(chdb_url, settings.clickhouse_database))
+    assert after["hourly"] == before["hourly"] and after["progress"] == before["progress"]
+    assert after["rows"] == before["rows"]
