@@ -16,6 +16,7 @@ from services.api.errors import ApiError
 from services.api.models import Instant, WholeNumber
 from services.api.responses import errors
 from services.registry.application import Registry
+from services.registry.targets import Target
 
 METRICS = ("received", "activated")
 
@@ -46,10 +47,10 @@ def _against(counts: dict[str, int], targets: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _targets(registry: Registry, commune: str) -> dict[str, Any]:
+def _targets(book: dict[tuple[str, str], Target], commune: str) -> dict[str, Any]:
     found = {}
     for metric in METRICS:
-        target = registry.target(commune, metric)
+        target = book.get((commune, metric))
         if target is not None:
             found[metric] = {"target": target.target, "deadline": target.deadline}
     return found
@@ -59,12 +60,13 @@ def progress(registry: Registry, trail: AuditTrail, level: str, code: str) -> di
     """Counts and targets for one commune, or for a province with each of its communes (the
     locality checked by `place`)."""
     counts = trail.cumulative(level, code)
+    book = registry.targets()  # every commune's targets: one store query, not two per commune
     communes = [code] if level == "commune" else communes_of(code)
     rows = []
     totals = {m: 0 for m in METRICS}
     target_totals: dict[str, dict[str, Any]] = {}
     for commune in communes:
-        targets = _targets(registry, commune)
+        targets = _targets(book, commune)
         commune_counts = counts.get(commune, {})
         if level == "province" and not targets and not commune_counts:
             continue

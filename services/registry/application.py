@@ -36,6 +36,7 @@ from services.registry.sealing import (
     open_key_store,
     store_cipher_env,
 )
+from services.registry.targets import Target, TargetBook
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class Registry(Application[UUID]):
         self._secret = settings.pseudonym_secret
         kek, self.keys = open_key_store(settings)
         self.sealer = Sealer(self.keys)
+        self._target_book: TargetBook | None = None
         with _setting_up(settings):
             super().__init__(env={**settings.eventsourcing_env(), **store_cipher_env(kek)})
         self._check_store_opens()
@@ -240,6 +242,12 @@ class Registry(Application[UUID]):
 
     def target(self, commune_code: str, metric: str) -> CommuneTarget | None:
         return self._get(CommuneTarget.id_for(commune_code, metric))  # type: ignore[no-any-return]
+
+    def targets(self) -> dict[tuple[str, str], Target]:
+        """Every commune's current targets by (commune code, metric): one store query."""
+        if self._target_book is None:
+            self._target_book = TargetBook(self.recorder, self.mapper)
+        return self._target_book.current()
 
     def record_access(
         self, account: Account, actor: str, role: str, purpose: str, scope: str

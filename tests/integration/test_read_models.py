@@ -13,7 +13,8 @@ from projections.audit import AuditTrail, audit_trail
 from projections.clickhouse import connect
 from projections.rebuild import rebuild
 from services.registry.application import Registry
-from services.registry.commands import ActivateAccount
+from services.registry.commands import ActivateAccount, SetTarget
+from services.registry.targets import Target
 from services.settings import Settings
 from tests.support.factories import approve_command, register_command
 from tests.support.kafka import publish_all
@@ -147,3 +148,25 @@ def test_a_rebuild_swaps_in_the_counts_with_the_rows(kafka_bootstrap, settings, 
     after = figures(audit_trail(chdb_url, settings.clickhouse_database))
     assert after["hourly"] == before["hourly"] and after["progress"] == before["progress"]
     assert after["rows"] == before["rows"]
+
+
+def test_targets_come_from_one_book_kept_up_to_date(settings: Settings) -> None:
+    registry = Registry(settings)
+
+    def set_target(commune: str, metric: str, target: int, deadline: str) -> None:
+        registry.handle(SetTarget(command_id=f"t-{commune}-{metric}-{target}",
+                                  commune_code=commune, province_code="56", metric=metric,
+                                  target=target, deadline=deadline))  # fmt: skip
+
+    set_target("22420", "received", 100, "2023-12-31")
+    set_target("22453", "activated", 50, "2023-11-30")
+    registry.handle(register_command(commune="22420"))  # other events in between
+    first = registry.targets()
+    assert first == {("22420", "received"): Target(100, "2023-12-31"),
+                     ("22453", "activated"): Target(50, "2023-11-30")}  # fmt: skip
+    set_target("22420", "received", 120, "2024-01-31")  # revised: the latest wins
+    set_target("22528", "received", 10, "2023-12-31")
+    second = registry.targets()
+    assert second[("22420", "received")] == Target(120, "2024-01-31")
+    assert len(second) == 3
+    assert registry.target("22420", "received").target == 120  # type: ignore[union-attr]
