@@ -100,11 +100,14 @@ def build(
         # The only projector of this engine: no group to share its partitions with.
         options = ProjectorOptions(group_mode=False)
         on_batch = chain(backbone.feed.publish, metrics.projected)
-        projector = Projector(settings, trail, options, on_batch=on_batch)
+        # The projectors' own ClickHouse client: their inserts never queue behind a dashboard
+        # read on the API's client (the engine runs the two side by side).
+        writer = audit_trail(settings.clickhouse_url, settings.clickhouse_database)
+        projector = Projector(settings, writer, options, on_batch=on_batch)
         backbone.projector = projector
         watched.append(ProjectorCollector(projector))
         backbone.thread = _thread(projector, backbone.stop)
-        access = backbone.access_projector = access_projector(settings, options, trail.client)
+        access = backbone.access_projector = access_projector(settings, options, writer.client)
         backbone.access_thread = _thread(access, backbone.stop)
         healths += [projector.health, access.health]
     backbone.log = open_tree_store(settings)

@@ -170,3 +170,24 @@ def test_targets_come_from_one_book_kept_up_to_date(settings: Settings) -> None:
     assert second[("22420", "received")] == Target(120, "2024-01-31")
     assert len(second) == 3
     assert registry.target("22420", "received").target == 120  # type: ignore[union-attr]
+
+
+def test_a_long_dashboard_read_does_not_hold_up_the_projector(
+    kafka_bootstrap, env_for, chdb_url
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from services.api.app import create_app
+    from tests.support.environment import TOKENS
+    from tests.support.factories import registration_body
+    from tests.support.waiting import wait_until
+
+    settings = Settings.from_env(env_for(CLICKHOUSE_URL=chdb_url))
+    with TestClient(create_app(settings, embedded_signer=False)) as client:
+        backbone = client.app.state.backbone  # type: ignore[attr-defined]
+        headers = {"Authorization": f"Bearer {TOKENS['station']}"}
+        with backbone.trail.client._lock:  # the API's reads wait, as behind a long query
+            answer = client.post("/v1/registrations", json=registration_body(), headers=headers)
+            assert answer.status_code == 201
+            publish_all(settings, backbone.registry)
+            wait_until(lambda: backbone.projector.stored >= 1, 30)  # stored all the same
