@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export VAR_DIR ?= $(CURDIR)/var
 
-.PHONY: help run run-postgres test unit bench fuzz lint venv broker-start broker-stop postgres-start \
+.PHONY: help run run-postgres test unit bench bench-scale fuzz lint venv broker-start broker-stop postgres-start \
 	postgres-stop clean
 .DEFAULT_GOAL := help
 
@@ -34,6 +34,9 @@ test: venv  ## the whole suite, on SQLite and on PostgreSQL, against a real brok
 
 unit: venv  ## unit tests only (no broker)
 	$(PY) -m pytest -q tests/unit
+
+bench-scale: venv  ## read side at 10 M events (SCALE_ARGS="-n 1000000" for fewer); var/bench-scale.json
+	$(PY) -m tests.bench.scale $(SCALE_ARGS)
 
 bench: venv  ## N registrations through the HTTP API; prints a table, writes var/bench.json
 	$(PY) -m tests.bench $(BENCH_ARGS)
