@@ -40,8 +40,8 @@ BREAKDOWNS = {
 REGISTRATIONS = f"event_type = '{REGISTRATION_RECEIVED}'"
 NOT_READS = f"event_type != '{HISTORY_READ}'"
 # Every table of one database's read models: what a rebuild swaps in, all at once.
-READ_MODEL_TABLES = ("audit_events", "access_events", "hourly_counts", "commune_progress",
-                     "access_by_time", "freshness_log")  # fmt: skip
+READ_MODEL_TABLES = ("audit_events", "access_events", "hourly_counts", "device_hours",
+                     "commune_progress", "access_by_time", "freshness_log")  # fmt: skip
 
 
 def _json_default(value: Any) -> str:
@@ -243,17 +243,25 @@ class AuditTrail:
         rows = self.client.query_rows(sql, {"code": code, "since": since, "until": until})
         return [(as_utc(hour), str(k), int(n)) for hour, k, n in rows]
 
-    def device_hours(
+    def device_days(
         self, level: str, code: str, since: datetime, until: datetime
-    ) -> list[tuple[str, str, datetime, int]]:
-        """(device, station, hour, registrations received) for every device that worked."""
+    ) -> list[tuple[str, str, date, int, datetime, datetime, int, int]]:
+        """Per device and Vietnam day: (device, station, day, registrations, first and last
+        working hour, hours with registrations, most in one hour), computed by the engine over
+        device_hours (only the device-days travel back)."""
+        place = "commune_code" if level == "commune" else "province_code"
         sql = (
-            f"SELECT device_id, any(station_id), hour, sum(n) FROM {self.database}.hourly_counts "
-            f"{_in_place_and_hours(level, REGISTRATIONS)} "
-            f"GROUP BY device_id, hour ORDER BY device_id, hour"
+            f"SELECT device_id, any(station), toDate(hour, 'Asia/Ho_Chi_Minh') AS day, "
+            f"sum(per_hour), min(hour), max(hour), count(), max(per_hour) FROM ("
+            f" SELECT device_id, any(station_id) AS station, hour, sum(n) AS per_hour "
+            f" FROM {self.database}.device_hours WHERE {place} = {{code:String}} "
+            f" AND hour >= toStartOfHour({{since:DateTime64(3)}}) "
+            f" AND hour < {{until:DateTime64(3)}} GROUP BY device_id, hour"
+            f") GROUP BY device_id, day ORDER BY device_id, day"
         )
         rows = self.client.query_rows(sql, {"code": code, "since": since, "until": until})
-        return [(d, st, as_utc(h), int(n)) for d, st, h, n in rows]
+        return [(str(d), str(st), day, int(n), as_utc(first), as_utc(last), int(active),
+                 int(peak)) for d, st, day, n, first, last, active, peak in rows]  # fmt: skip
 
     def access_log(self, since: datetime, until: datetime, limit: int) -> list[dict[str, Any]]:
         """Who read which account's history or state, when, and for what stated purpose."""

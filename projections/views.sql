@@ -27,6 +27,27 @@ SELECT province_code, commune_code, toStartOfHour(occurred_at) AS hour, event_ty
 FROM {db}.audit_events
 GROUP BY province_code, commune_code, hour, event_type, channel, phone, station_id, device_id;
 
+-- Registrations per place, device and hour: the devices' working days.
+CREATE TABLE IF NOT EXISTS {db}.device_hours
+(
+    province_code LowCardinality(String),
+    commune_code  LowCardinality(String),
+    hour          DateTime('UTC'),
+    device_id     String,
+    station_id    SimpleAggregateFunction(any, String),
+    n             SimpleAggregateFunction(sum, UInt64)
+)
+ENGINE = AggregatingMergeTree
+ORDER BY (province_code, commune_code, hour, device_id)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.device_hours_mv TO {db}.device_hours AS
+SELECT province_code, commune_code, toStartOfHour(occurred_at) AS hour, device_id,
+       any(station_id) AS station_id, toUInt64(count()) AS n
+FROM {db}.audit_events
+WHERE event_type = 'registration_received'
+GROUP BY province_code, commune_code, hour, device_id;
+
 -- Distinct accounts received and activated per commune (exact: the states keep the ids).
 CREATE TABLE IF NOT EXISTS {db}.commune_progress
 (

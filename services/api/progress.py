@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -93,27 +92,22 @@ def progress(registry: Registry, trail: AuditTrail, level: str, code: str) -> di
     }
 
 
-def device_days(rows: list[tuple[str, str, datetime, int]]) -> list[dict[str, Any]]:
+def device_days(
+    rows: list[tuple[str, str, date, int, datetime, datetime, int, int]],
+) -> list[dict[str, Any]]:
     """Per device and local day: registrations, working span, and idle hours inside the span.
 
     An idle hour is a clock hour between the device's first and last registration of the day
     in which it took none: "the machine waits for people".
     """
-    days: dict[tuple[str, date], dict[datetime, int]] = defaultdict(dict)
-    stations: dict[str, str] = {}
-    for device, station, hour, n in rows:
-        local = hour.astimezone(VN)
-        days[(device, local.date())][local] = n
-        stations[device] = station
     out = []
-    for (device, day), hours in sorted(days.items()):
-        first, last = min(hours), max(hours)
+    for device, station, day, registrations, first, last, active, peak in rows:
         span = int((last - first) / timedelta(hours=1)) + 1
         out.append({
-            "device_id": device, "station_id": stations[device], "date": day.isoformat(),
-            "registrations": sum(hours.values()), "first_hour": first.isoformat(),
-            "last_hour": last.isoformat(), "active_hours": len(hours),
-            "idle_hours": span - len(hours), "peak_per_hour": max(hours.values()),
+            "device_id": device, "station_id": station, "date": day.isoformat(),
+            "registrations": registrations, "first_hour": first.astimezone(VN).isoformat(),
+            "last_hour": last.astimezone(VN).isoformat(), "active_hours": active,
+            "idle_hours": span - active, "peak_per_hour": peak,
         })  # fmt: skip
     return out
 
@@ -256,7 +250,7 @@ def devices(
     seven days)."""
     level, code = place
     start, end = whole_hours(*window(since, until, days=7))
-    rows = backbone_of(request).trail.device_hours(level, code, start, end)
+    rows = backbone_of(request).trail.device_days(level, code, start, end)
     return {"level": level, "code": code, "days": device_days(rows)}
 
 
