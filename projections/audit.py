@@ -41,7 +41,7 @@ REGISTRATIONS = f"event_type = '{REGISTRATION_RECEIVED}'"
 NOT_READS = f"event_type != '{HISTORY_READ}'"
 # Every table of one database's read models: what a rebuild swaps in, all at once.
 READ_MODEL_TABLES = ("audit_events", "access_events", "hourly_counts", "device_hours",
-                     "commune_progress", "access_by_time", "freshness_log")  # fmt: skip
+                     "commune_progress", "access_by_time", "freshness_minutes")  # fmt: skip
 
 
 def _json_default(value: Any) -> str:
@@ -284,14 +284,16 @@ class AuditTrail:
         ]
 
     def freshness(self, minutes: int) -> dict[str, float | int]:
-        """Seconds from the registry recording an event to its row being stored (visible)."""
+        """Seconds from the registry recording an event to its row being stored (visible),
+        over the minutes stored in the last `minutes` (t-digest quantiles)."""
         sql = (
-            f"SELECT count(), quantilesExact(0.5, 0.99)(latency_ms) "
-            f"FROM {self.database}.freshness_log "
-            f"WHERE projected_at >= now64(3) - INTERVAL {int(minutes)} MINUTE"
+            f"SELECT sum(events), quantilesTDigestMerge(0.5, 0.99)(latency) "
+            f"FROM {self.database}.freshness_minutes "
+            f"WHERE minute >= toStartOfMinute(now() - INTERVAL {int(minutes)} MINUTE)"
         )
-        n, (p50, p99) = self.client.query_rows(sql)[0]
-        return {"events": int(n), "p50_s": float(p50) / 1000, "p99_s": float(p99) / 1000}
+        n, quantiles = self.client.query_rows(sql)[0]
+        p50, p99 = (quantiles or [0, 0]) if n else (0, 0)
+        return {"events": int(n or 0), "p50_s": float(p50) / 1000, "p99_s": float(p99) / 1000}
 
     def cumulative(self, level: str, code: str) -> dict[str, dict[str, int]]:
         """commune -> {received, activated}: distinct accounts, in a commune or a province."""

@@ -85,19 +85,24 @@ SELECT occurred_at, account_id, commune_code, detail
 FROM {db}.access_events
 WHERE event_type = 'history_read';
 
--- Recorded -> stored latency of every row, by the time it was stored.
-CREATE TABLE IF NOT EXISTS {db}.freshness_log
+-- Recorded -> stored latency, per minute it was stored (a t-digest per minute: an hour's
+-- freshness merges 60 rows, however many events the hour held).
+CREATE TABLE IF NOT EXISTS {db}.freshness_minutes
 (
-    projected_at DateTime64(3, 'UTC'),
-    latency_ms   Int64
+    minute  DateTime('UTC'),
+    events  SimpleAggregateFunction(sum, UInt64),
+    latency AggregateFunction(quantilesTDigest(0.5, 0.99), Int64)
 )
-ENGINE = MergeTree
-ORDER BY projected_at
+ENGINE = AggregatingMergeTree
+ORDER BY minute
 SETTINGS non_replicated_deduplication_window = 10000;
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.freshness_log_mv TO {db}.freshness_log AS
-SELECT projected_at, dateDiff('millisecond', recorded_at, projected_at) AS latency_ms
-FROM {db}.audit_events;
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.freshness_minutes_mv TO {db}.freshness_minutes AS
+SELECT toStartOfMinute(projected_at) AS minute, toUInt64(count()) AS events,
+       quantilesTDigestState(0.5, 0.99)(dateDiff('millisecond', recorded_at, projected_at))
+           AS latency
+FROM {db}.audit_events
+GROUP BY minute;
 
 -- The rows' own tables deduplicate too; the hourly projection is replaced by hourly_counts.
 ALTER TABLE {db}.audit_events MODIFY SETTING non_replicated_deduplication_window = 10000;

@@ -69,7 +69,7 @@ def figures(trail: AuditTrail) -> dict[str, Any]:
                 f"GROUP BY commune_code"
             )
         },  # fmt: skip
-        "freshness_rows": q(f"SELECT count() FROM {db}.freshness_log")[0][0],
+        "freshness_rows": q(f"SELECT sum(events) FROM {db}.freshness_minutes")[0][0],
     }
 
 
@@ -131,7 +131,7 @@ def test_read_models_made_before_the_views_are_backfilled(
 ) -> None:
     _, trail = loaded(settings, chdb_url)
     before = figures(trail)
-    for table in ("hourly_counts", "commune_progress", "freshness_log"):
+    for table in ("hourly_counts", "commune_progress", "freshness_minutes"):
         trail.client.command(f"TRUNCATE TABLE {trail.database}.{table}")
     assert figures(trail)["hourly"] == []
     connect(chdb_url, trail.database)  # what the next start does
