@@ -206,26 +206,36 @@ class AuditTrail:
 
     def history(self, account_id: UUID) -> list[dict[str, Any]]:
         """Every stored event of one account in order, with its full public payload."""
-        return self._rows_of(self.table, account_id, f"{NOT_READS} ORDER BY sequence")
+        return self.history_and_reads(account_id)[0]
 
     def reads_of(self, account_id: UUID) -> list[dict[str, Any]]:
         """The stored access records of one account (who read it, why), in store order."""
-        return self._rows_of(self.access_table, account_id, "1 ORDER BY position")
+        return self.history_and_reads(account_id)[1]
 
-    def _rows_of(self, table: str, account_id: UUID, where: str) -> list[dict[str, Any]]:
+    def history_and_reads(
+        self, account_id: UUID
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """One account's events in sequence order and the reads of it in store order, in one
+        query (each is a primary-key range of its table)."""
+        columns = ", ".join(HISTORY_COLUMNS)
         sql = (
-            f"SELECT {', '.join(HISTORY_COLUMNS)} FROM {table} "
-            f"WHERE account_id = {{a:UUID}} AND {where}"
+            f"SELECT 0 AS k, {columns} FROM {self.table} "
+            f"WHERE account_id = {{a:UUID}} AND {NOT_READS} "
+            f"UNION ALL SELECT 1 AS k, {columns} FROM {self.access_table} "
+            f"WHERE account_id = {{a:UUID}}"
         )
-        out = []
-        for row in self.client.query_rows(sql, {"a": str(account_id)}):
+        events: list[dict[str, Any]] = []
+        reads: list[dict[str, Any]] = []
+        for kind, *row in self.client.query_rows(sql, {"a": str(account_id)}):
             item = dict(zip(HISTORY_COLUMNS, row, strict=True))
             item["event_id"], item["account_id"] = str(item["event_id"]), str(item["account_id"])
             for name in ("occurred_at", "recorded_at"):
                 item[name] = as_utc(item[name])
             item["payload"] = payload_of(item["event_type"], orjson.loads(item.pop("detail")), item)
-            out.append(item)
-        return out
+            (reads if kind else events).append(item)
+        events.sort(key=lambda e: e["sequence"])
+        reads.sort(key=lambda e: e["position"])
+        return events, reads
 
     def hourly(
         self, level: str, code: str, since: datetime, until: datetime, by: str = "event_type"

@@ -78,8 +78,7 @@ def history(body: HistoryIn, request: Request) -> dict[str, Any]:
         projector.watermark(str(account.id)) if projector else backbone.trail.watermark(account.id)
     )
     reads_watermark = readers.watermark(str(account.id)) if readers else watermark
-    events = backbone.trail.history(account.id)
-    reads = backbone.trail.reads_of(account.id)
+    events, reads = backbone.trail.history_and_reads(account.id)
     view = attach_proofs(backbone.log, account.id, events, reads) if backbone.log else None
     origin = backbone.settings.checkpoint_origin
     verification = verify_signed_history(  # the rows exactly as stored, against what was signed
