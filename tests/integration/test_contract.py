@@ -24,10 +24,13 @@ WINDOW = {"since": f"{DAY}T00:00:00+07:00", "until": f"{DAY}T23:59:00+07:00"}
 
 
 @pytest.fixture(scope="module")
-def client(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+def client(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, chdb_url: str
+) -> Iterator[TestClient]:
     """One deployment with two registrations in commune 22420 counted by the projector."""
     env = deployment_env(tmp_path_factory.mktemp("contract"), kafka_bootstrap,
-                         PSEUDONYM_SECRET="c", CAMPAIGN_START="2023-01-01")  # fmt: skip
+                         CLICKHOUSE_URL=chdb_url, PSEUDONYM_SECRET="c",
+                         CAMPAIGN_START="2023-01-01")  # fmt: skip
     settings = Settings.from_env(env)
     with TestClient(create_app(settings)) as client:
         for at in ("08:10", "09:20"):
