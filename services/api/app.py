@@ -16,7 +16,7 @@ from services.api import (
 from services.api.bootstrap import lifespan
 from services.api.errors import install
 from services.api.limits import BodyLimit
-from services.api.responses import OrjsonResponse, declare_missing
+from services.api.responses import OrjsonResponse
 from services.metrics import HttpMetrics, Metrics
 from services.settings import Settings
 
@@ -43,5 +43,4 @@ def create_app(
         app.include_router(module.router)
     app.include_router(erasure_routes.router)
     app.include_router(checkpoint_routes.router)
-    declare_missing(checkpoint_routes.router.routes)  # the one router without error declarations
     return app

@@ -14,11 +14,14 @@ from fastapi import APIRouter, Path, Query, Request
 from schemas.proofs import proof_json
 from services.api.deps import READ, backbone_of
 from services.api.errors import ApiError
+from services.api.models import WholeNumber
+from services.api.responses import errors
 from services.signer.proofs import checkpoint_json
 from services.signer.signer import VERIFIER_KEY
 from services.signer.tree import TreeStore
 
 router = APIRouter(prefix="/v1/checkpoints", tags=["signed log"])
+NO_LOG = ["no_signed_log"]
 
 
 def _log(request: Request) -> TreeStore:
@@ -32,7 +35,7 @@ def _origin(request: Request) -> str:
     return backbone_of(request).settings.checkpoint_origin
 
 
-@router.get("/latest", dependencies=[READ])
+@router.get("/latest", dependencies=[READ], responses=errors({404: [*NO_LOG, "no_checkpoint"]}))
 def latest(request: Request) -> dict[str, Any]:
     """The newest signed checkpoint: origin, tree size, root hash (base64) and the signed note
     (C2SP tlog-checkpoint, Ed25519)."""
@@ -42,7 +45,7 @@ def latest(request: Request) -> dict[str, Any]:
     return found
 
 
-@router.get("/key", dependencies=[READ])
+@router.get("/key", dependencies=[READ], responses=errors({404: [*NO_LOG, "no_key"]}))
 def key(request: Request) -> dict[str, Any]:
     """The verifier key of the log (`name+keyid+base64 key`, C2SP signed-note): pin it, then
     check every checkpoint with it."""
@@ -52,11 +55,19 @@ def key(request: Request) -> dict[str, Any]:
     return {"origin": _origin(request), "verifier_key": found}
 
 
-@router.get("/consistency", dependencies=[READ])
+@router.get(
+    "/consistency",
+    dependencies=[READ],
+    responses=errors({404: NO_LOG, 422: ["invalid_request", "invalid_sizes"]}),
+)
 def consistency(
     request: Request,
-    first: Annotated[int, Query(alias="from", ge=0, le=2**62, description="older tree size")],
-    second: Annotated[int, Query(alias="to", ge=0, le=2**62, description="newer tree size")],
+    first: Annotated[
+        int, Query(alias="from", ge=0, le=2**62, description="older tree size"), WholeNumber
+    ],
+    second: Annotated[
+        int, Query(alias="to", ge=0, le=2**62, description="newer tree size"), WholeNumber
+    ],
 ) -> dict[str, Any]:
     """RFC 9162 consistency proof that the tree of size `to` extends the tree of size `from`
     (both at most the latest checkpoint's size)."""
@@ -72,12 +83,20 @@ def consistency(
     return {"from": first, "to": second, "hashes": proof_json(0, second, hashes)["hashes"]}
 
 
-@router.get("/inclusion", dependencies=[READ])
+@router.get(
+    "/inclusion",
+    dependencies=[READ],
+    responses=errors({404: [*NO_LOG, "no_checkpoint", "not_signed"], 422: ["invalid_request"]}),
+)
 def inclusion(
     request: Request,
-    position: Annotated[int, Query(ge=1, le=2**62, description="the event's store position")],
+    position: Annotated[
+        int, Query(ge=1, le=2**62, description="the event's store position"), WholeNumber
+    ],
     size: Annotated[
-        int | None, Query(ge=1, le=2**62, description="tree size (default: the latest)")
+        int | None,
+        Query(ge=1, le=2**62, description="tree size (default: the latest)"),
+        WholeNumber,
     ] = None,
 ) -> dict[str, Any]:
     """RFC 9162 inclusion proof of the event at a store `position` (the `position` field of every
@@ -94,10 +113,16 @@ def inclusion(
     return {**proof, "checkpoint": checkpoint_json(_origin(request), checkpoint)}
 
 
-@router.get("/{size}", dependencies=[READ])
+@router.get(
+    "/{size}",
+    dependencies=[READ],
+    responses=errors({404: [*NO_LOG, "no_checkpoint"], 422: ["invalid_request"]}),
+)
 def at_size(
     request: Request,
-    size: Annotated[int, Path(ge=0, le=2**62, description="a tree size (number of leaves)")],
+    size: Annotated[
+        int, Path(ge=0, le=2**62, description="a tree size (number of leaves)"), WholeNumber
+    ],
 ) -> dict[str, Any]:
     """The checkpoint signed at exactly this tree size."""
     found = checkpoint_json(_origin(request), _log(request).checkpoint(size))

@@ -7,8 +7,6 @@ from typing import Any
 
 import orjson
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
-from starlette.routing import BaseRoute
 
 
 class OrjsonResponse(JSONResponse):
@@ -106,29 +104,3 @@ def errors(
         }
         for status, found in sorted(declared.items())
     }
-
-
-# The codes of routes whose module declares no errors itself, by path prefix: issue 10's
-# signed-log endpoints (services/api/checkpoint_routes.py).
-UNDECLARED = {
-    "/v1/checkpoints": {
-        404: ["no_signed_log", "no_checkpoint", "no_key", "not_signed"],
-        422: ["invalid_request", "invalid_sizes"],
-    },
-}
-
-
-def declare_missing(routes: Iterable[BaseRoute]) -> None:
-    """Every /v1 route that declares no error response gets the common ones (401, 403, 500;
-    422 if it takes parameters or a body) and those UNDECLARED gives its path."""
-    for route in routes:
-        if not isinstance(route, APIRoute) or not route.path.startswith("/v1/"):
-            continue
-        if any(int(status) >= 400 for status in route.responses if str(status).isdigit()):
-            continue
-        prefix = next((p for p in UNDECLARED if route.path.startswith(p)), None)
-        codes = dict(UNDECLARED[prefix]) if prefix else {}
-        dependant = route.dependant
-        if not (dependant.query_params or dependant.path_params or route.body_field):
-            codes.pop(422, None)
-        route.responses.update(errors(codes))
