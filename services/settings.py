@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-ROLES = ("station", "auditor", "viewer", "admin")
+# The roles of the work (README "Roles"), named so in tokens, AUTH_TOKENS and the credentials tool.
+ROLES = ("station", "reviewer", "officer", "auditor", "viewer", "admin")
 VIETNAM = timezone(timedelta(hours=7))  # campaign times without an offset are Vietnam time
 
 
@@ -29,7 +30,10 @@ class Settings:
     pseudonym_secret: bytes
     kek_file: Path  # the key-encryption key (32 bytes); a KMS/HSM holds it in production
     key_store: Path  # the per-citizen data keys, wrapped by the KEK
-    auth_tokens: Mapping[str, str] = field(default_factory=dict)  # token -> role
+    auth_tokens: Mapping[str, str] = field(default_factory=dict)  # token -> role (dev shortcut)
+    credentials_store: Path = Path("var/credentials.sqlite")  # principals, token hashes only
+    command_rate: float = 20.0  # commands per second per principal, sustained ...
+    command_burst: int = 200  # ... after a burst of this many (429 beyond)
     campaign_start: datetime = datetime.fromisoformat("2022-01-01T00:00:00+07:00")
     max_future_seconds: int = 300
     ready_stuck_seconds: float = 30.0  # /readyz: no loop progress for longer is "stuck"
@@ -118,6 +122,11 @@ class Settings:
             kek_file=Path(env.get("KEK_FILE", str(var_dir / "keys" / "kek"))),
             key_store=Path(env.get("KEY_STORE", str(var_dir / "keys" / "data_keys.sqlite"))),
             auth_tokens=parse_auth_tokens(env.get("AUTH_TOKENS", "")),
+            credentials_store=Path(
+                env.get("CREDENTIALS_STORE", str(var_dir / "credentials.sqlite"))
+            ),
+            command_rate=float(env.get("COMMAND_RATE", "20")),
+            command_burst=int(env.get("COMMAND_BURST", "200")),
             campaign_start=_vietnam_time(env.get("CAMPAIGN_START", "2022-01-01T00:00:00+07:00")),
             ready_stuck_seconds=float(env.get("READY_STUCK_SECONDS", "30")),
             ready_max_lag=int(env.get("READY_MAX_LAG", "10000")),

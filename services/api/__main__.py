@@ -46,9 +46,10 @@ def main(argv: list[str] | None = None) -> None:
         description="Serve the HTTP API on API_HOST:API_PORT (default 127.0.0.1:8060). "
         "Unless --no-projector, the projector runs in this process (the embedded ClickHouse "
         "engine allows one process per data directory). Unless --no-signer, the signer of the "
-        "Merkle log runs here too (or run `python -m services.signer` apart). Without "
-        "AUTH_TOKENS, role tokens are "
-        "generated into VAR_DIR/auth_tokens and printed.",
+        "Merkle log runs here too (or run `python -m services.signer` apart). Principals' "
+        "credentials are read from CREDENTIALS_STORE (`python -m services.credentials`). "
+        "Without AUTH_TOKENS (a development shortcut: one nation-wide principal per role), "
+        "role tokens are generated into VAR_DIR/auth_tokens and printed.",
     )
     parser.add_argument("--no-projector", action="store_true", help="do not run the projector here")
     parser.add_argument("--no-signer", action="store_true", help="do not run the signer here")
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if not os.environ.get("AUTH_TOKENS"):
         os.environ["AUTH_TOKENS"] = dev_tokens(Path(os.environ.get("VAR_DIR", "var")).resolve())
-        print(f"Role tokens (from {Path(os.environ.get('VAR_DIR', 'var')).resolve()}/auth_tokens):")
+        where = Path(os.environ.get("VAR_DIR", "var")).resolve() / "auth_tokens"
+        print(f"Role tokens, development shortcut (nation-wide; from {where}):")
         for item in os.environ["AUTH_TOKENS"].split(","):
             print("  " + item.replace("=", ": ", 1))
     settings = Settings.from_env()

@@ -11,10 +11,12 @@ from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 
 from services.api import intake, sync
-from services.api.deps import ADMIN, COMMANDS, backbone_of, gone
+from services.api.auth import principal_of
+from services.api.deps import ADMIN, COMMANDS, DECIDE, LIMITED, OFFICE, backbone_of, gone
 from services.api.errors import DOMAIN_ERRORS, ApiError
 from services.api.models import ActivationIn, DecisionIn, RegistrationIn, StatusChangeIn, TargetIn
 from services.api.responses import RULE_CODES, OrjsonResponse, errors
+from services.credentials import Principal
 from services.registry.application import Outcome
 from services.registry.commands import Command
 from services.registry.reconcile import reconcile
@@ -30,11 +32,21 @@ CommunePath = Annotated[
 ]
 # A command: the rules its body can break (422), the citizen's history (409), an unknown citizen.
 SEMANTIC = ["invalid_request", "invalid_command"]
-COMMAND_ERRORS = errors({404: ["account_not_found"], 409: RULE_CODES, 422: SEMANTIC}, body=True)
-REGISTRATION_ERRORS = errors({409: RULE_CODES, 422: SEMANTIC}, body=True)
+# 403 beyond the role: outside the principal's scope, or a decision on one's own registration.
+SCOPE = ["forbidden", "out_of_scope"]
+LIMIT = {429: ["rate_limited"]}
+COMMAND_ERRORS = errors(
+    {403: SCOPE, 404: ["account_not_found"], 409: RULE_CODES, 422: SEMANTIC, **LIMIT}, body=True
+)
+DECISION_ERRORS = errors(
+    {403: [*SCOPE, "own_registration"], 404: ["account_not_found"], 409: RULE_CODES,
+     422: SEMANTIC, **LIMIT}, body=True,
+)  # fmt: skip
+REGISTRATION_ERRORS = errors({403: SCOPE, 409: RULE_CODES, 422: SEMANTIC, **LIMIT}, body=True)
+STATION = [COMMANDS, LIMITED]
 
 router = APIRouter()
-Intake = Callable[[Any, Settings], Command]  # a request body and the settings -> its command
+Intake = Callable[[Any, Settings, Principal], Command]  # a body, settings, sender -> command
 
 
 def outcome_response(outcome: Outcome, status: int = 201) -> OrjsonResponse:
@@ -60,20 +72,23 @@ async def submit_counted(backbone: Backbone, kind: str, build: Callable[[], Comm
 async def _command(request: Request, kind: str, intake_of: Intake, body: Any) -> OrjsonResponse:
     """The route body every command endpoint shares: build from the request, submit, answer."""
     backbone = backbone_of(request)
-    build = partial(intake_of, body, backbone.settings)
+    build = partial(intake_of, body, backbone.settings, principal_of(request))
     return outcome_response(await submit_counted(backbone, kind, build))
 
 
 @router.post(
-    "/v1/registrations", status_code=201, dependencies=[COMMANDS], responses=REGISTRATION_ERRORS
+    "/v1/registrations", status_code=201, dependencies=STATION, responses=REGISTRATION_ERRORS
 )
 async def register(body: RegistrationIn, request: Request) -> OrjsonResponse:
     return await _command(request, "registration", intake.registration, body)
 
 
-@router.post("/v1/decisions", status_code=201, dependencies=[COMMANDS], responses=COMMAND_ERRORS)
+@router.post(
+    "/v1/decisions", status_code=201, dependencies=[DECIDE, LIMITED], responses=DECISION_ERRORS
+)
 async def decide(body: DecisionIn, request: Request) -> OrjsonResponse:
-    """A registration approved or rejected; the personal number is in the body."""
+    """A registration approved or rejected (reviewer; never by whoever took it); the personal
+    number is in the body."""
     return await _command(request, "decision", intake.decision, body)
 
 
@@ -83,23 +98,25 @@ async def decide_gone(citizen_id: str) -> None:
     raise gone("POST /v1/decisions")
 
 
-@router.post("/v1/activations", status_code=201, dependencies=[COMMANDS], responses=COMMAND_ERRORS)
+@router.post("/v1/activations", status_code=201, dependencies=STATION, responses=COMMAND_ERRORS)
 async def activate(body: ActivationIn, request: Request) -> OrjsonResponse:
     return await _command(request, "activation", intake.activation, body)
 
 
 @router.post(
-    "/v1/status-changes", status_code=201, dependencies=[COMMANDS], responses=COMMAND_ERRORS
-)
+    "/v1/status-changes", status_code=201, dependencies=[OFFICE, LIMITED],
+    responses=COMMAND_ERRORS,
+)  # fmt: skip
 async def change_status(body: StatusChangeIn, request: Request) -> OrjsonResponse:
+    """A status change (registry officer): lock, unlock, revoke, deceased, emigrated, ..."""
     return await _command(request, "status_change", intake.status_change, body)
 
 
-@router.post("/v1/sync", dependencies=[COMMANDS], responses=errors(body=True))
+@router.post("/v1/sync", dependencies=STATION, responses=errors(LIMIT, body=True))
 async def sync_backlog(body: sync.SyncIn, request: Request) -> dict[str, Any]:
     """A device's offline backlog, applied in order; resending all or part is safe."""
     backbone = backbone_of(request)
-    prepared = sync.prepare(body, backbone.settings)
+    prepared = sync.prepare(body, backbone.settings, principal_of(request))
     commands = sync.commands_of(prepared)
     try:
         applied = await backbone.submit_backlog(commands)
@@ -153,7 +170,7 @@ async def reconcile_deaths(request: Request) -> dict[str, Any]:
         ) from None
     backbone = backbone_of(request)
     try:
-        return await run_in_threadpool(reconcile, backbone.registry, text)
+        return await run_in_threadpool(reconcile, backbone.registry, text, principal_of(request).id)
     except (ValueError, csv.Error) as exc:  # the message names columns, never a value
         raise ApiError(422, "invalid_csv", str(exc), {"body": str(exc)}) from None
 
@@ -170,5 +187,5 @@ async def set_target(commune_code: CommunePath, body: TargetIn, request: Request
         province_of(commune_code)
     except InvalidCommandError:
         raise ApiError(404, "unknown_locality", "no current commune has this code") from None
-    build = partial(intake.target, commune_code, body)
+    build = partial(intake.target, commune_code, body, principal_of(request))
     return outcome_response(await submit_counted(backbone_of(request), "target", build), 200)

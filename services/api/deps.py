@@ -9,22 +9,32 @@ from fastapi import Depends, Request
 
 from services.api.auth import require
 from services.api.errors import ApiError
+from services.api.limits import rate_limited
 from services.settings import VIETNAM as VN
 
 if TYPE_CHECKING:
     from services.api.bootstrap import Backbone
 
-COMMANDS = Depends(require("station"))
+# The role matrix (README "Roles"); admin may call everything. Command endpoints are also
+# rate-limited per principal (after authentication: the limiter counts the principal's calls).
+COMMANDS = Depends(require("station"))  # registrations, activations, sync
+DECIDE = Depends(require("reviewer"))  # decisions
+OFFICE = Depends(require("officer"))  # status changes
+LIMITED = Depends(rate_limited)
 ADMIN = Depends(require("admin"))
 AUDIT = Depends(require("auditor"))
-READ = Depends(require("viewer", "auditor", "station"))
+READERS = ("viewer", "auditor", "station", "reviewer", "officer")
+READ = Depends(require(*READERS))
 # The live feed alone also takes `?token=`: EventSource cannot send an Authorization header.
-FEED = Depends(require("viewer", "auditor", "station", query_token=True))
+FEED = Depends(require(*READERS, query_token=True))
 
 __all__ = [
     "ADMIN",
     "AUDIT",
     "COMMANDS",
+    "DECIDE",
+    "LIMITED",
+    "OFFICE",
     "FEED",
     "READ",
     "VN",

@@ -54,5 +54,6 @@ async def erase(body: ErasureIn, request: Request) -> OrjsonResponse:
         legal_basis=body.legal_basis,
         reference=body.reference,
         requested_at=moment.isoformat(),
+        actor=request.state.actor,
     )
     return outcome_response(await submit_counted(backbone_of(request), "erasure", lambda: command))

@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 
 from services.api.responses import OrjsonResponse
 from services.registry.application import CommandReuseError, ConcurrencyError
-from services.registry.commands import AccountNotFoundError
+from services.registry.commands import AccountNotFoundError, ScopeError
 from services.registry.domain import RuleViolationError
 from services.registry.sealing import ErasedError
 from services.registry.validation import InvalidCommandError
@@ -29,6 +29,7 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
         self.fields = fields or {}
         self.extra = extra
+        self.headers: dict[str, str] = {}
 
     def body(self) -> dict[str, Any]:
         return {
@@ -53,6 +54,8 @@ def from_domain(exc: Exception) -> ApiError:
         return ApiError(404, "account_not_found", str(exc))
     if isinstance(exc, ConcurrencyError):
         return ApiError(409, "concurrent_update", str(exc))
+    if isinstance(exc, ScopeError):
+        return ApiError(403, exc.code, str(exc))
     if isinstance(exc, ErasedError):
         return ApiError(409, "personal_data_erased", str(exc))
     raise exc
@@ -65,6 +68,7 @@ DOMAIN_ERRORS = (
     AccountNotFoundError,
     ConcurrencyError,
     ErasedError,
+    ScopeError,
 )
 
 
@@ -90,7 +94,7 @@ def validation_error(exc: RequestValidationError) -> ApiError:
 def install(app: FastAPI) -> None:
     async def on_api_error(_: Request, exc: Exception) -> OrjsonResponse:
         assert isinstance(exc, ApiError)
-        return OrjsonResponse(exc.body(), status_code=exc.status)
+        return OrjsonResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     async def on_domain_error(_: Request, exc: Exception) -> OrjsonResponse:
         err = from_domain(exc)

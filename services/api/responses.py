@@ -20,7 +20,9 @@ class OrjsonResponse(JSONResponse):
 MEANING = {
     400: "The body is not what the declared media type says (not JSON, not UTF-8).",
     401: "No valid bearer token in the Authorization header.",
-    403: "The token's role may not call this endpoint.",
+    403: "The token's role may not call this endpoint (`forbidden`), or the command is outside "
+    "the principal's scope (`out_of_scope`: another station, commune, device or operator), or "
+    "a reviewer decides a registration it took (`own_registration`); nothing is recorded.",
     404: "What the request names does not exist.",
     409: "Refused by the citizen's history or by an earlier command with the same command_id; "
     "nothing is recorded. `error.state` holds the account's current state when a rule refused.",
@@ -29,9 +31,14 @@ MEANING = {
     422: "A field breaks a rule. `invalid_request`: a rule this document states (type, pattern, "
     "format, enum, range, required, unknown field); the other codes: a rule it can only "
     "describe (see the field and endpoint descriptions). `fields` names each offending field.",
+    429: "Too many commands from this principal: retry after `Retry-After` seconds; nothing is "
+    "recorded.",
     500: "An internal fault, never the request's: retry (a command resent with its command_id "
     "is safe).",
 }
+
+RETRY_AFTER = {"headers": {"Retry-After": {"description": "seconds to wait",
+                                            "schema": {"type": "integer"}}}}  # fmt: skip
 
 # Every rule a command can break against the citizen's history (domain.RuleViolationError) and
 # the command-id and concurrency refusals beside them.
@@ -101,6 +108,7 @@ def errors(
         status: {
             "description": f"{MEANING[status]} Codes: {', '.join(sorted(found))}.",
             "content": {"application/json": {"schema": error_schema(found)}},
+            **(RETRY_AFTER if status == 429 else {}),
         }
         for status, found in sorted(declared.items())
     }

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, ValidationError
 
 from services.api import intake
-from services.api.errors import DOMAIN_ERRORS, from_domain
+from services.api.errors import DOMAIN_ERRORS, ApiError, from_domain
 from services.api.models import ActivationIn, Body, DecisionIn, Id, RegistrationIn, StatusChangeIn
+from services.credentials import Principal
 from services.registry.application import Outcome
 from services.registry.commands import Command
 from services.settings import Settings
@@ -32,12 +33,15 @@ class SyncIn(Body):
     ]
 
 
-Builder = Callable[[Any, Settings], Command]
-ITEM_TYPES: dict[str, tuple[type[BaseModel], Builder]] = {
-    "registration": (RegistrationIn, intake.registration),
-    "decision": (DecisionIn, intake.decision),
-    "activation": (ActivationIn, intake.activation),
-    "status_change": (StatusChangeIn, intake.status_change),
+Builder = Callable[[Any, Settings, Principal], Command]
+# Item type -> its body, its builder and the role that may send it (admin may send all): a
+# station's backlog holds registrations and activations; a decision or status change in it is
+# refused (`forbidden`), as it would be at its own endpoint.
+ITEM_TYPES: dict[str, tuple[type[BaseModel], Builder, str]] = {
+    "registration": (RegistrationIn, intake.registration, "station"),
+    "decision": (DecisionIn, intake.decision, "reviewer"),
+    "activation": (ActivationIn, intake.activation, "station"),
+    "status_change": (StatusChangeIn, intake.status_change, "officer"),
 }
 
 
@@ -45,7 +49,9 @@ def _refused(code: str, message: str, fields: dict[str, str]) -> dict[str, Any]:
     return {"status": "refused", "error": {"code": code, "message": message, "fields": fields}}
 
 
-def _command(item: dict[str, Any], device_id: str, settings: Settings) -> Command | dict[str, Any]:
+def _command(
+    item: dict[str, Any], device_id: str, settings: Settings, principal: Principal
+) -> Command | dict[str, Any]:
     """The item's command, or the refusal to report for it."""
     item = dict(item)
     kind = item.pop("type", None)
@@ -53,7 +59,9 @@ def _command(item: dict[str, Any], device_id: str, settings: Settings) -> Comman
         return _refused(
             "invalid_request", "unknown command type", {"type": f"one of {', '.join(ITEM_TYPES)}"}
         )
-    model, build = ITEM_TYPES[kind]
+    model, build, role = ITEM_TYPES[kind]
+    if principal.role not in (role, "admin"):
+        return _refused("forbidden", f"role {principal.role} may not send {kind}", {"type": kind})
     try:
         body = model.model_validate(item)
     except ValidationError as exc:
@@ -66,15 +74,22 @@ def _command(item: dict[str, Any], device_id: str, settings: Settings) -> Comman
             {"device_id": "differs from the sync's device_id"},
         )
     try:
-        return build(body, settings)
+        return build(body, settings, principal)
+    except ApiError as exc:  # outside the principal's scope
+        return _refused(exc.code, exc.message, exc.fields)
     except DOMAIN_ERRORS as exc:
         err = from_domain(exc)
         return _refused(err.code, err.message, err.fields)
 
 
-def prepare(sync: SyncIn, settings: Settings) -> list[Command | dict[str, Any]]:
+def prepare(
+    sync: SyncIn, settings: Settings, principal: Principal
+) -> list[Command | dict[str, Any]]:
     """Each item's command, or the refusal to report for it (nothing is applied here)."""
-    return [_command(item, sync.device_id, settings) for item in sync.commands]
+    if principal.kind == "device" and sync.device_id != principal.id:
+        raise ApiError(403, "out_of_scope", "a device syncs only its own backlog",
+                       {"device_id": "outside your scope"})  # fmt: skip
+    return [_command(item, sync.device_id, settings, principal) for item in sync.commands]
 
 
 def commands_of(prepared: list[Command | dict[str, Any]]) -> list[Command]:

@@ -18,6 +18,7 @@ from services.registry.commands import (
     AccountNotFoundError,
     Command,
     EraseCitizen,
+    ScopeError,
     SetTarget,
 )
 from services.registry.domain import (
@@ -63,7 +64,7 @@ class Outcome:
 
 # What a command may be refused with; anything else is a fault.
 REFUSALS: tuple[type[Exception], ...] = (RuleViolationError, AccountNotFoundError,
-                                         CommandReuseError, ErasedError)  # fmt: skip
+                                         CommandReuseError, ErasedError, ScopeError)  # fmt: skip
 
 
 REFUSALS_OR_CONFLICT: tuple[type[Exception], ...] = (*REFUSALS, ConcurrencyError)

@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -17,10 +17,20 @@ from services.registry.identity import event_id
 
 Seal = Callable[[str], str]  # seals one personal field for the command's account
 PERSONAL = ("full_name", "date_of_birth", "sex")  # registration fields sealed per citizen
+SENDER = ("actor", "scope_communes", "scope_province")  # who sent a command, not what it asks
 
 
 class AccountNotFoundError(LookupError):
     """The command needs an account this citizen does not have."""
+
+
+class ScopeError(PermissionError):
+    """The principal who sent the command may not do it to this account (its commune is
+    outside the principal's scope, or it is a decision on a registration it took)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -30,12 +40,18 @@ class Command:
     kind: ClassVar[str] = ""
     undigested: ClassVar[tuple[str, ...]] = ()  # fields a resend may leave to their default
     command_id: str
+    # Who sent it (the authenticated principal's id, recorded on the event) and the communes
+    # and province it may act on (empty: any). Not part of what is asked: a resend by another
+    # principal of the same request is the same request.
+    actor: str = field(default="", kw_only=True)
+    scope_communes: tuple[str, ...] = field(default=(), kw_only=True)
+    scope_province: str = field(default="", kw_only=True)
 
     def digest(self, key: bytes) -> str:
         """A keyed fingerprint of what the command asks, to tell a resend from a reused id
         (keyed: a plain hash of personal fields could be reversed by guessing them)."""
         body = dataclasses.asdict(self)
-        for name in ("command_id", *self.undigested):
+        for name in ("command_id", *SENDER, *self.undigested):
             body.pop(name)
         body["kind"] = self.kind
         canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
@@ -67,8 +83,14 @@ class AccountCommand(Command):
             raise AccountNotFoundError("no registration is recorded for this citizen")
         if self.refused_once_erased:
             aggregate.check_not_erased()
+        self.check_scope(aggregate.commune_code, aggregate.province_code)
         self.record_on(aggregate, seal)
         return aggregate
+
+    def check_scope(self, commune_code: str, province_code: str) -> None:
+        inside = not self.scope_communes or commune_code in self.scope_communes
+        if not inside or self.scope_province not in ("", province_code):
+            raise ScopeError("out_of_scope", "the account's commune is outside your scope")
 
     def record_on(self, account: Account, seal: Seal) -> None:
         """Record the command's event on an existing account."""
@@ -100,7 +122,7 @@ class RegisterCitizen(AccountCommand):
     def registration(self, seal: Seal) -> dict[str, Any]:
         """Where, with what and by whom in clear; who (name, birth date, sex) sealed."""
         body = dataclasses.asdict(self)
-        for name in ("command_id", "citizen_id", "captured_at", *PERSONAL):
+        for name in ("command_id", "citizen_id", "captured_at", *SENDER, *PERSONAL):
             body.pop(name)
         return {**{f"sealed_{name}": seal(getattr(self, name)) for name in PERSONAL}, **body}
 
@@ -111,9 +133,10 @@ class RegisterCitizen(AccountCommand):
                 sealed_citizen_id=seal(self.citizen_id),
                 registration=self.registration(seal),
                 occurred_at=self.captured_at,
+                actor=self.actor,
             )
         aggregate.check_not_erased()
-        aggregate.register_again(self.registration(seal), self.captured_at)
+        aggregate.register_again(self.registration(seal), self.captured_at, self.actor)
         return aggregate
 
 
@@ -125,7 +148,10 @@ class DecideRegistration(AccountCommand):
     decided_at: str
 
     def record_on(self, account: Account, seal: Seal) -> None:
-        account.decide(self.decision, seal(self.reason), self.decided_at)
+        # Whoever took it: the principal that sent it, or the operator it names.
+        if self.actor and self.actor in (account.taken_by, account.registration["operator_id"]):
+            raise ScopeError("own_registration", "a registration is decided by someone else")
+        account.decide(self.decision, seal(self.reason), self.decided_at, self.actor)
 
 
 @dataclass(frozen=True)
@@ -135,7 +161,7 @@ class ActivateAccount(AccountCommand):
     activated_at: str
 
     def record_on(self, account: Account, seal: Seal) -> None:
-        account.activate(self.method, self.activated_at)
+        account.activate(self.method, self.activated_at, self.actor)
 
 
 @dataclass(frozen=True)
@@ -147,7 +173,9 @@ class ChangeStatus(AccountCommand):
     effective_at: str
 
     def record_on(self, account: Account, seal: Seal) -> None:
-        account.change_status(self.status, seal(self.reason), self.source, self.effective_at)
+        account.change_status(
+            self.status, seal(self.reason), self.source, self.effective_at, self.actor
+        )
 
 
 @dataclass(frozen=True)
@@ -162,7 +190,7 @@ class EraseCitizen(AccountCommand):
     requested_at: str
 
     def record_on(self, account: Account, seal: Seal) -> None:
-        account.erase(self.legal_basis, self.reference, self.requested_at)
+        account.erase(self.legal_basis, self.reference, self.requested_at, self.actor)
 
     def result(self, aggregate: Account) -> dict[str, Any]:
         return {**super().result(aggregate), "erased": True}

@@ -117,8 +117,10 @@ class Account(Aggregate):
         registration: dict[str, Any],
         occurred_at: str,
         link: dict[str, str],
+        actor: str = "",
     ) -> None:
         self.sealed_citizen_id = sealed_citizen_id  # personal fields are sealed (sealing.py)
+        self.taken_by = actor  # the principal who took the registration (decides: never it)
         self.erased = False
         self.state = RECEIVED
         self.citizen_status = NORMAL
@@ -138,6 +140,7 @@ class Account(Aggregate):
         sealed_citizen_id: str,
         registration: dict[str, Any],
         occurred_at: str,
+        actor: str = "",
     ) -> Account:
         """A new account, under the id derived from the citizen's personal number."""
         payload = _registration_payload(registration, attempt=1)
@@ -151,6 +154,7 @@ class Account(Aggregate):
             registration=registration,
             occurred_at=occurred_at,
             link=link,
+            actor=actor,
         )
 
     def _next_link(
@@ -171,7 +175,9 @@ class Account(Aggregate):
             "province_code": self.province_code,
         }
 
-    def register_again(self, registration: dict[str, Any], occurred_at: str) -> None:
+    def register_again(
+        self, registration: dict[str, Any], occurred_at: str, actor: str = ""
+    ) -> None:
         next_account_state("register", self.state, self.citizen_status)
         subject = {
             "sealed_citizen_id": self.sealed_citizen_id,
@@ -181,7 +187,7 @@ class Account(Aggregate):
         attempt = self.attempts + 1
         payload = _registration_payload(registration, attempt)
         link = self._next_link(types.REGISTRATION_RECEIVED, occurred_at, registration, payload)
-        self._registration_retaken(subject, registration, occurred_at, attempt, link)
+        self._registration_retaken(subject, registration, occurred_at, attempt, link, actor)
 
     @event("RegistrationRetaken")
     def _registration_retaken(
@@ -191,18 +197,22 @@ class Account(Aggregate):
         occurred_at: str,
         attempt: int,
         link: dict[str, str],
+        actor: str = "",
     ) -> None:
         self.last_hash = link["hash"]
         self.state = RECEIVED
+        self.taken_by = actor
         self.attempts = attempt
         self._take(registration)
 
-    def decide(self, decision: str, sealed_reason: str, occurred_at: str) -> None:
+    def decide(self, decision: str, sealed_reason: str, occurred_at: str, actor: str = "") -> None:
         action = "approve" if decision == "approved" else "reject"
         next_account_state(action, self.state, self.citizen_status)
         payload = {"decision": decision, "sealed_reason": sealed_reason}
         link = self._next_link(types.REGISTRATION_DECIDED, occurred_at, self.subject(), payload)
-        self._registration_decided(self.subject(), decision, sealed_reason, occurred_at, link)
+        self._registration_decided(
+            self.subject(), decision, sealed_reason, occurred_at, link, actor
+        )
 
     @event("RegistrationDecided")
     def _registration_decided(
@@ -212,25 +222,33 @@ class Account(Aggregate):
         sealed_reason: str,
         occurred_at: str,
         link: dict[str, str],
+        actor: str = "",
     ) -> None:
         self.last_hash = link["hash"]
         self.state = APPROVED if decision == "approved" else REJECTED
 
-    def activate(self, method: str, occurred_at: str) -> None:
+    def activate(self, method: str, occurred_at: str, actor: str = "") -> None:
         next_account_state("activate", self.state, self.citizen_status)
         link = self._next_link(
             types.ACCOUNT_ACTIVATED, occurred_at, self.subject(), {"method": method}
         )
-        self._account_activated(self.subject(), method, occurred_at, link)
+        self._account_activated(self.subject(), method, occurred_at, link, actor)
 
     @event("AccountActivated")
     def _account_activated(
-        self, subject: dict[str, str], method: str, occurred_at: str, link: dict[str, str]
+        self,
+        subject: dict[str, str],
+        method: str,
+        occurred_at: str,
+        link: dict[str, str],
+        actor: str = "",
     ) -> None:
         self.last_hash = link["hash"]
         self.state = ACTIVATED
 
-    def change_status(self, status: str, sealed_reason: str, source: str, occurred_at: str) -> None:
+    def change_status(
+        self, status: str, sealed_reason: str, source: str, occurred_at: str, actor: str = ""
+    ) -> None:
         if status in ACCOUNT_STATUS_ACTIONS:
             action = ACCOUNT_STATUS_ACTIONS[status]
             new_state = next_account_state(action, self.state, self.citizen_status)
@@ -257,6 +275,7 @@ class Account(Aggregate):
             new_state,
             new_citizen_status,
             link,
+            actor,
         )
 
     @event("StatusChanged")
@@ -270,12 +289,13 @@ class Account(Aggregate):
         account_state: str,
         citizen_status: str,
         link: dict[str, str],
+        actor: str = "",
     ) -> None:
         self.last_hash = link["hash"]
         self.state = account_state
         self.citizen_status = citizen_status
 
-    def erase(self, legal_basis: str, reference: str, occurred_at: str) -> bool:
+    def erase(self, legal_basis: str, reference: str, occurred_at: str, actor: str = "") -> bool:
         """Record that this citizen's personal data is erased (its data key is then destroyed);
         False if it already was. An account in use keeps its record: see ERASURE_REFUSED."""
         if self.erased:
@@ -289,7 +309,7 @@ class Account(Aggregate):
             )
         payload = {"legal_basis": legal_basis, "reference": reference}
         link = self._next_link(types.PERSONAL_DATA_ERASED, occurred_at, self.subject(), payload)
-        self._personal_data_erased(self.subject(), legal_basis, reference, occurred_at, link)
+        self._personal_data_erased(self.subject(), legal_basis, reference, occurred_at, link, actor)
         return True
 
     @event("PersonalDataErased")
@@ -300,6 +320,7 @@ class Account(Aggregate):
         reference: str,
         occurred_at: str,
         link: dict[str, str],
+        actor: str = "",
     ) -> None:
         self.last_hash = link["hash"]
         self.erased = True

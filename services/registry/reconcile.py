@@ -25,6 +25,7 @@ from services.registry.commands import ChangeStatus
 from services.registry.domain import DECEASED, RuleViolationError
 
 COLUMNS = ("personal_number", "date_of_death", "registry_reference")
+ACTOR = "death-record-reconciliation"  # the recorded actor when run from the command line
 
 
 def _check(row: dict[str, str]) -> str | None:
@@ -42,7 +43,7 @@ def _check(row: dict[str, str]) -> str | None:
     return None
 
 
-def _apply(registry: Registry, row: dict[str, str]) -> tuple[str, str | None]:
+def _apply(registry: Registry, row: dict[str, str], actor: str) -> tuple[str, str | None]:
     number = row["personal_number"].strip()
     account = registry.account(number)
     if account is None:
@@ -51,7 +52,7 @@ def _apply(registry: Registry, row: dict[str, str]) -> tuple[str, str | None]:
     command = ChangeStatus(
         command_id=f"death-record:{reference}", citizen_id=number, status="deceased",
         reason=f"death record {reference}", source="civil_registry",
-        effective_at=f"{row['date_of_death'].strip()}T00:00:00+07:00",
+        effective_at=f"{row['date_of_death'].strip()}T00:00:00+07:00", actor=actor,
     )  # fmt: skip
     if account.citizen_status == DECEASED:
         return "already_recorded", None
@@ -62,8 +63,8 @@ def _apply(registry: Registry, row: dict[str, str]) -> tuple[str, str | None]:
     return ("already_recorded" if outcome.duplicate else "matched"), None
 
 
-def reconcile(registry: Registry, text: str) -> dict[str, Any]:
-    """Apply every death record of a CSV text; returns the report."""
+def reconcile(registry: Registry, text: str, actor: str = ACTOR) -> dict[str, Any]:
+    """Apply every death record of a CSV text, recorded as done by `actor`; returns the report."""
     reader = csv.DictReader(io.StringIO(text))
     missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
@@ -72,7 +73,7 @@ def reconcile(registry: Registry, text: str) -> dict[str, Any]:
     problems = []
     for line, row in enumerate(reader, start=2):
         problem = _check(row)
-        status, detail = ("invalid", problem) if problem else _apply(registry, row)
+        status, detail = ("invalid", problem) if problem else _apply(registry, row, actor)
         counts[status] += 1
         if detail:
             problems.append({"line": line, "status": status, "reason": detail})

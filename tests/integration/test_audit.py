@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from services.api.app import create_app
 from services.registry.commands import EraseCitizen
 from services.settings import Settings
-from tests.support.environment import TOKENS
+from tests.support.environment import TOKENS, bearer
 from tests.support.factories import personal_number, registration_body
 from tests.support.kafka import publish_all
 from tests.support.waiting import wait_until
@@ -39,7 +39,9 @@ def registered_and_approved(client: TestClient, backbone: Any, **overrides: Any)
         "reason": "documents checked",
         "decided_at": body["captured_at"],
     }
-    assert client.post("/v1/decisions", json=decision, headers=STATION).status_code == 201
+    assert (
+        client.post("/v1/decisions", json=decision, headers=bearer("reviewer")).status_code == 201
+    )
     publish_all(backbone.settings, backbone.registry)
     return str(body["citizen_id"])
 

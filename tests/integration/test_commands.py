@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from services.api.app import create_app
 from services.settings import Settings
-from tests.support.environment import TOKENS
+from tests.support.environment import COMMAND_ROLES, TOKENS, bearer
 from tests.support.factories import personal_number, registration_body
 from tests.support.kafka import publish_all, read_topic
 
@@ -36,25 +36,14 @@ def published(backbone: Any, expect: int) -> list[Any]:
 
 
 def backlog(device: str, count: int) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    for _ in range(count):
-        reg = registration_body(device_id=device)
-        items.append({"type": "registration", **reg})
-        items.append(
-            {
-                "type": "decision",
-                "command_id": f"dec-{reg['citizen_id']}",
-                "citizen_id": reg["citizen_id"],
-                "decision": "approved",
-                "decided_at": reg["captured_at"],
-            }
-        )
-    return items
+    """`count` registrations captured on `device` (a station's backlog: registrations and
+    activations; decisions are the reviewers')."""
+    return [{"type": "registration", **registration_body(device_id=device)} for _ in range(count)]
 
 
 def test_sync_applies_a_backlog_in_order_and_a_resend_is_safe(api) -> None:
     client, backbone = api
-    items = backlog("dev-offline-1", 50)
+    items = backlog("dev-offline-1", 100)
     bad = registration_body(
         device_id="dev-offline-1", citizen_id="056090000001", date_of_birth="1991-01-01"
     )
@@ -308,7 +297,7 @@ def test_refused_command_leaves_no_trace(api, case, method, path, body, status) 
             k: (v.format(cid=reg["citizen_id"]) if isinstance(v, str) else v)
             for k, v in body.items()
         }
-    headers = ADMIN if method == "PUT" else STATION
+    headers = ADMIN if method == "PUT" else bearer(COMMAND_ROLES.get(path, "station"))
     response = client.request(
         method, path.format(cid=reg["citizen_id"]), json=body, headers=headers
     )

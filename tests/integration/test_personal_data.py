@@ -40,7 +40,7 @@ from services.registry.commands import DecideRegistration
 from services.registry.sealing import ERASED, PREFIX, KeyEncryptionKeyError
 from services.settings import Settings
 from tests.support.api import Api, api_and_relay
-from tests.support.environment import TOKENS, deployment_env
+from tests.support.environment import TOKENS, bearer, deployment_env
 from tests.support.factories import VN, personal_number, register_command, registration_body
 from tests.support.kafka import publish_all
 from tests.support.processes import ROOT, free_port
@@ -128,7 +128,7 @@ def status(client: TestClient, who: Person, value: str, reason: str = "") -> Non
     body = {"command_id": f"st-{uuid.uuid4()}", "citizen_id": who.citizen_id, "status": value,
             "reason": reason or who.reason, "source": "civil-registry",
             "effective_at": now()}  # fmt: skip
-    response = client.post("/v1/status-changes", json=body, headers=STATION)
+    response = client.post("/v1/status-changes", json=body, headers=bearer("officer"))
     assert response.status_code == 201, response.text
 
 

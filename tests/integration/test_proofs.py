@@ -27,7 +27,7 @@ from services.api.app import create_app
 from services.auditor.verify import Seen, verify_answer
 from services.settings import Settings
 from services.signer.keys import load_signing_key
-from tests.support.environment import TOKENS
+from tests.support.environment import TOKENS, bearer
 from tests.support.factories import registration_body
 from tests.support.kafka import publish_all, read_topic
 from tests.support.waiting import wait_until
@@ -70,7 +70,9 @@ def registered_and_decided(d: Deployment) -> str:
     decision = {"command_id": f"d-{body['citizen_id']}", "citizen_id": body["citizen_id"],
                 "decision": "rejected", "reason": "photo unclear",
                 "decided_at": body["captured_at"]}  # fmt: skip
-    assert d.client.post("/v1/decisions", json=decision, headers=STATION).status_code == 201
+    assert (
+        d.client.post("/v1/decisions", json=decision, headers=bearer("reviewer")).status_code == 201
+    )
     publish_all(d.backbone.settings, d.backbone.registry)
     return str(body["citizen_id"])
 

@@ -28,6 +28,7 @@ from tests.support.processes import free_port, running
 from tests.support.waiting import wait_until
 
 STATION = {"Authorization": f"Bearer {TOKENS['station']}"}
+REVIEWER = {"Authorization": f"Bearer {TOKENS['reviewer']}"}
 CITIZENS = 40  # each: one registration sent to both APIs, two rival decisions
 
 
@@ -87,7 +88,7 @@ def test_two_api_processes_on_one_store_lose_nothing_and_apply_nothing_twice(
             )
             # Two rival decisions on each citizen, one to each process at once.
             decided = list(pool.map(lambda job: apis[job[0]].post("/v1/decisions",
-                                    json=decision(job[1], job[2])),
+                                    json=decision(job[1], job[2]), headers=REVIEWER),
                                     [(i, c, v) for c in citizens
                                      for i, v in ((0, "approved"), (1, "rejected"))]))  # fmt: skip
 

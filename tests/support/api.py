@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.environment import TOKENS, deployment_env
+from tests.support.environment import COMMAND_ROLES, TOKENS, deployment_env
 from tests.support.processes import free_port, running
 from tests.support.waiting import wait_until
 
@@ -27,9 +27,11 @@ class Api:
         self.logs = logs
         self.numbers: set[str] = set()  # every personal number sent, to look for in the logs
 
-    def call(
-        self, method: str, path: str, role: str | None = "station", **kw: Any
-    ) -> httpx.Response:
+    def call(self, method: str, path: str, role: str | None = "", **kw: Any) -> httpx.Response:
+        """The request as `role` (default: the role that sends commands to `path`, else
+        station; None: no token)."""
+        if role == "":
+            role = COMMAND_ROLES.get(path, "station")
         headers = {"Authorization": f"Bearer {TOKENS[role]}"} if role else {}
         headers.update(kw.pop("headers", {}))
         body = kw.get("json")

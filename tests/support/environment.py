@@ -5,7 +5,22 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-TOKENS = {"station": "st-token", "auditor": "au-token", "viewer": "vi-token", "admin": "ad-token"}
+# One AUTH_TOKENS entry per role (the development shortcut: nation-wide principals).
+TOKENS = {
+    "station": "st-token",
+    "reviewer": "rv-token",
+    "officer": "of-token",
+    "auditor": "au-token",
+    "viewer": "vi-token",
+    "admin": "ad-token",
+}
+# The role that sends each command endpoint's commands (README "Roles").
+COMMAND_ROLES = {"/v1/decisions": "reviewer", "/v1/status-changes": "officer"}
+
+
+def bearer(role: str) -> dict[str, str]:
+    """The Authorization header of `role`'s token."""
+    return {"Authorization": f"Bearer {TOKENS[role]}"}
 
 
 def unique(prefix: str) -> str:
