@@ -33,6 +33,10 @@ stop_all() {
 }
 trap stop_all INT TERM EXIT
 
+# Starter credentials: a station device scoped to one commune, in VAR_DIR/credentials.sqlite
+# (its token printed when first made); the API prints the role-named AUTH_TOKENS shortcut.
+echo "Scoped credential (python -m services.credentials --help):"
+echo "  $("$PY" -m services.credentials starter)"
 "$PY" -m services.relay >>"$VAR_DIR/relay.log" 2>&1 &
 relay_pid=$!
 echo "relay: pid $relay_pid, log $VAR_DIR/relay.log (event store: $EVENT_STORE)"
