@@ -44,7 +44,7 @@ T = "2023-06-27T10:05:00+07:00"
 
 @pytest.fixture
 def api(kafka_bootstrap, env_for, chdb_url) -> Iterator[tuple[TestClient, Any]]:
-    settings = Settings.from_env(env_for(CLICKHOUSE_URL=chdb_url, COMMAND_BURST="1000"))
+    settings = Settings.from_env(env_for(CLICKHOUSE_URL=chdb_url))
     with TestClient(create_app(settings, embedded_projector=False)) as client:
         yield client, client.app.state.backbone  # type: ignore[attr-defined]
 
