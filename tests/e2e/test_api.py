@@ -28,7 +28,8 @@ def test_registration_reaches_history_and_hourly_counts(api: Api) -> None:
     def history() -> dict[str, Any] | None:
         read = {"citizen_id": body["citizen_id"], "purpose": "e2e check"}
         got = api.call("POST", "/v1/citizens/history", role="auditor", json=read).json()
-        return got if got.get("events") else None
+        signed = got.get("verification", {}).get("status") != "pending"  # projected and signed
+        return got if got.get("events") and signed else None
 
     trail: Any = wait_until(history, 30)
     assert trail["account_id"] == account_id

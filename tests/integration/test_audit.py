@@ -52,10 +52,15 @@ def read(client: TestClient, citizen_id: str, scope: str = "history", **more: An
     return client.post(f"/v1/citizens/{scope}", json=body, headers=AUDITOR)
 
 
-def history(client: TestClient, citizen_id: str, count: int) -> dict[str, Any]:
+def history(
+    client: TestClient, citizen_id: str, count: int, settled: bool = True
+) -> dict[str, Any]:
+    """The history once `count` events are shown (and, if `settled`, projected and signed)."""
+
     def got() -> dict[str, Any] | None:
         body = read(client, citizen_id).json()
-        return body if len(body["events"]) >= count else None
+        signed = not settled or body["verification"]["status"] != "pending"
+        return body if len(body["events"]) >= count and signed else None
 
     return wait_until(got, 60)  # type: ignore[return-value]
 
@@ -205,7 +210,7 @@ def test_after_erasure_the_auditor_sees_erased(app) -> None:
             requested_at=datetime.now(UTC).isoformat(),
         )  # fmt: skip
     )
-    answer = history(client, citizen, 2)
+    answer = history(client, citizen, 2, settled=False)  # the erasure itself is not published
     registration, decision = answer["events"][:2]
     assert registration["payload"]["full_name"] == "[erased]"
     assert registration["payload"]["date_of_birth"] == "[erased]"

@@ -22,6 +22,7 @@ from tests.support.environment import TOKENS
 from tests.support.factories import registration_body
 from tests.support.kafka import publish_all
 from tests.support.processes import ROOT, free_port, running, stop
+from tests.support.signed import signed_up
 from tests.support.waiting import wait_until
 
 STATION = {"Authorization": f"Bearer {TOKENS['station']}"}
@@ -118,6 +119,7 @@ def test_metrics_count_commands_projection_and_reads(make_app) -> None:
     sync = client.post("/v1/sync", json={"device_id": device, "commands": items}, headers=STATION)
     assert sync.json()["summary"] == {"created": 1, "refused": 1}
     read = {"citizen_id": body["citizen_id"], "purpose": "audit"}
+    signed_up(backbone)
     history = client.post("/v1/citizens/history", json=read, headers=AUDITOR).json()
     assert history["verification"]["status"] == "verified"
 

@@ -44,6 +44,7 @@ from tests.support.environment import TOKENS, bearer, deployment_env
 from tests.support.factories import VN, personal_number, register_command, registration_body
 from tests.support.kafka import publish_all
 from tests.support.processes import ROOT, free_port
+from tests.support.signed import signed_up
 from tests.support.stores import event_store_bytes, key_store_bytes
 from tests.support.waiting import wait_until
 
@@ -353,6 +354,7 @@ def erased_while_serving(
     assert first_broken_link(rows) is None
     assert registry.reveal(account, rows[0]["payload"]["sealed_full_name"]) == ERASED
 
+    signed_up(backbone)
     answer = audited_history(client, lan)
     assert answer["verification"]["verified"] is True
     assert answer["verification"]["chain_intact"] is True
