@@ -99,8 +99,8 @@ def test_a_batch_inserted_twice_counts_once(kafka_bootstrap, settings, chdb_url)
     # Another batch (other partitions or offsets) is not taken for the same one: the token
     # names the batch, not its content (the same records in another batch are stored again).
     tp, records = next(iter(polled.items()))
-    projector.store_batch({tp: records})
-    assert figures(projector.trail)["rows"] == 3 + len(records)
+    projector.store_batch({tp: records[:1]})  # a part of the batch: another offset range
+    assert figures(projector.trail)["rows"] == 3 + 1
     projector.close()
 
 
