@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -15,12 +16,17 @@ VN = timezone(timedelta(hours=7))
 COMMUNES = {"22420": "56", "22453": "56", "22528": "56"}  # Phường Cam Ranh, Xã Cam Lâm, Ninh Hòa
 
 
+# Distinct serials within a test process (from a random start): random ones collided now and
+# then with a citizen an earlier test of the same deployment had registered.
+_SERIALS = itertools.count(random.randrange(10**6))
+
+
 def personal_number(
     year: int = 1990, female: bool = False, serial: int | None = None, province: str = "056"
 ) -> str:
     """A valid 12-digit number: birth province, century-and-sex digit, year, serial (mod 10⁶)."""
     century_digit = 2 * ((year - 1900) // 100) + (1 if female else 0)
-    serial = random.randrange(10**6) if serial is None else serial % 10**6
+    serial = next(_SERIALS) % 10**6 if serial is None else serial % 10**6
     return f"{province}{century_digit}{year % 100:02d}{serial:06d}"
 
 
