@@ -255,13 +255,16 @@ class Projector:
                     self.dead_letters.send(record, str(exc))
                     continue
                 rows.append(to_row(event, tp.partition, record.offset, self.topic_id))
-                events.append(event)
-                self._saw(tp.partition, event["recorded_at"])
+                events.append((tp.partition, event))
         self.dead_letters.wait_acknowledged()
         self.trail.store(rows, batch_token(self.topic_id, ranges))
+        # The watermark moves only once the rows are stored: a reader that sees it must find
+        # every row up to it (the API reads through another client, side by side).
+        for partition, event in events:
+            self._saw(partition, event["recorded_at"])
         self.stored += len(rows)
         if self.on_batch and events:
-            self.on_batch(events)
+            self.on_batch([event for _, event in events])
         return len(rows)
 
     def _saw(self, partition: int, recorded_at: datetime) -> None:

@@ -37,7 +37,7 @@ def test_registration_reaches_history_and_hourly_counts(api: Api) -> None:
     assert trail["events"][0]["payload"]["full_name"] == body["full_name"]
     assert [e["event_type"] for e in trail["events"]] == ["registration_received"]
     assert trail["events"][0]["device_id"] == body["device_id"]
-    assert trail["verification"]["verified"] is True
+    assert trail["verification"]["verified"] is True, trail["verification"]
 
     hourly = api.call(
         "GET", "/v1/progress/hourly", role="viewer", params={"level": "commune", "code": "22453"}
