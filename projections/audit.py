@@ -206,36 +206,43 @@ class AuditTrail:
 
     def history(self, account_id: UUID) -> list[dict[str, Any]]:
         """Every stored event of one account in order, with its full public payload."""
-        return self.history_and_reads(account_id)[0]
-
-    def reads_of(self, account_id: UUID) -> list[dict[str, Any]]:
-        """The stored access records of one account (who read it, why), in store order."""
-        return self.history_and_reads(account_id)[1]
+        rows = [item for _, item in self._rows(self._events_sql(), account_id)]
+        return sorted(rows, key=lambda e: e["sequence"])
 
     def history_and_reads(
         self, account_id: UUID
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """One account's events in sequence order and the reads of it in store order, in one
         query (each is a primary-key range of its table)."""
-        columns = ", ".join(HISTORY_COLUMNS)
         sql = (
-            f"SELECT 0 AS k, {columns} FROM {self.table} "
-            f"WHERE account_id = {{a:UUID}} AND {NOT_READS} "
-            f"UNION ALL SELECT 1 AS k, {columns} FROM {self.access_table} "
-            f"WHERE account_id = {{a:UUID}}"
+            f"{self._events_sql()} UNION ALL SELECT 1 AS k, {', '.join(HISTORY_COLUMNS)} "
+            f"FROM {self.access_table} WHERE account_id = {{a:UUID}}"
         )
         events: list[dict[str, Any]] = []
         reads: list[dict[str, Any]] = []
+        for kind, item in self._rows(sql, account_id):
+            (reads if kind else events).append(item)
+        events.sort(key=lambda e: e["sequence"])
+        reads.sort(key=lambda e: e["position"])
+        return events, reads
+
+    def _events_sql(self) -> str:
+        return (
+            f"SELECT 0 AS k, {', '.join(HISTORY_COLUMNS)} FROM {self.table} "
+            f"WHERE account_id = {{a:UUID}} AND {NOT_READS}"
+        )
+
+    def _rows(self, sql: str, account_id: UUID) -> list[tuple[int, dict[str, Any]]]:
+        """(kind, row as the auditor is shown it) for each row `sql` returns."""
+        out = []
         for kind, *row in self.client.query_rows(sql, {"a": str(account_id)}):
             item = dict(zip(HISTORY_COLUMNS, row, strict=True))
             item["event_id"], item["account_id"] = str(item["event_id"]), str(item["account_id"])
             for name in ("occurred_at", "recorded_at"):
                 item[name] = as_utc(item[name])
             item["payload"] = payload_of(item["event_type"], orjson.loads(item.pop("detail")), item)
-            (reads if kind else events).append(item)
-        events.sort(key=lambda e: e["sequence"])
-        reads.sort(key=lambda e: e["position"])
-        return events, reads
+            out.append((int(kind), item))
+        return out
 
     def hourly(
         self, level: str, code: str, since: datetime, until: datetime, by: str = "event_type"

@@ -8,6 +8,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from fastapi import FastAPI
 from prometheus_client.registry import Collector
@@ -15,7 +16,7 @@ from prometheus_client.registry import Collector
 from projections.audit import AuditTrail, audit_trail
 from projections.runner import Projector, ProjectorOptions, access_projector
 from services.api.feed import Feed
-from services.health import FatalError
+from services.health import ComponentHealth, FatalError
 from services.metrics import (
     EventStoreCollector,
     HealthCollector,
@@ -113,10 +114,8 @@ def build(
     backbone.log = open_tree_store(settings)
     if embedded_signer:
         # Several API processes may each embed one: they take turns on the tree store's lock.
-        signer = backbone.signer = Signer(settings, registry, tree=open_tree_store(settings))
-        backbone.signer_thread = threading.Thread(
-            target=_sign, args=(signer, backbone.stop), name="signer", daemon=True
-        )
+        signer = backbone.signer = Signer(settings, registry)
+        backbone.signer_thread = _thread(signer, backbone.stop)
         healths.append(signer.health)
     if healths:
         watched.append(HealthCollector(*healths))
@@ -124,33 +123,28 @@ def build(
     return backbone
 
 
-def _thread(projector: Projector, stop: threading.Event) -> threading.Thread:
-    name = projector.health.name
-    return threading.Thread(target=_project, args=(projector, stop), name=name, daemon=True)
+class _Component(Protocol):
+    health: ComponentHealth
+
+    def run(self, stop: threading.Event) -> None: ...
 
 
-def _project(projector: Projector, stop: threading.Event) -> None:
-    """The embedded projector's thread: its health says why it ended, if it ever does."""
-    try:
-        projector.run(stop)
-    except FatalError:
-        pass  # recorded in projector.health and logged by the loop; /readyz reports it
-    except BaseException as exc:
-        projector.health.failed(exc)
-        log.exception("the projector thread died")
-        raise
+def _thread(component: _Component, stop: threading.Event) -> threading.Thread:
+    """An embedded component's thread (projector, signer): its health says why it ended, if
+    it ever does."""
+    name = component.health.name
 
+    def run() -> None:
+        try:
+            component.run(stop)
+        except FatalError:
+            pass  # recorded in its health and logged by the loop; /readyz reports it
+        except BaseException as exc:
+            component.health.failed(exc)
+            log.exception("the %s thread died", name)
+            raise
 
-def _sign(signer: Signer, stop: threading.Event) -> None:
-    """The embedded signer's thread: its health says why it ended, if it ever does."""
-    try:
-        signer.run(stop)
-    except FatalError:
-        pass  # recorded in signer.health and logged by the loop; /readyz reports it
-    except BaseException as exc:
-        signer.health.failed(exc)
-        log.exception("the signer thread died")
-        raise
+    return threading.Thread(target=run, name=name, daemon=True)
 
 
 def lifespan(

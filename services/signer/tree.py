@@ -356,10 +356,6 @@ class TreeStore:
     def checkpoint(self, size: int) -> StoredCheckpoint | None:
         return self._checkpoint("WHERE size = ?", (size,))
 
-    def checkpoint_covering(self, size: int) -> StoredCheckpoint | None:
-        """The smallest checkpoint whose tree holds `size` leaves or more."""
-        return self._checkpoint("WHERE size >= ? ORDER BY size LIMIT 1", (size,))
-
     def unpublished(self) -> list[StoredCheckpoint]:
         rows = self._db.all("SELECT size, root, note, signed_at FROM merkle_checkpoints "
                             "WHERE published = 0 ORDER BY size")  # fmt: skip
