@@ -33,6 +33,9 @@ stop_all() {
 }
 trap stop_all INT TERM EXIT
 
+# The deployment's Kafka ACLs (who may do what on its topics; idempotent), as the admin user.
+"$PY" -m services.kafka_acl grant
+
 # Starter credentials: a station device scoped to one commune, in VAR_DIR/credentials.sqlite
 # (its token printed when first made); the API prints the role-named AUTH_TOKENS shortcut.
 echo "Scoped credential (python -m services.credentials --help):"

@@ -17,7 +17,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from projections.audit import AuditTrail, to_row
 from schemas.codec import SerializationError, citizen_event_codec
-from services.kafka import check_keeps_events, ensure_topic, topic_id
+from services.kafka import check_keeps_events, connect_as, ensure_topic, topic_id
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,10 @@ class DeadLetters:
 
     def send(self, record: Any, reason: str) -> None:
         if self._producer is None:
-            ensure_topic(self.settings.kafka_bootstrap, self.settings.dlq_topic)
-            check_keeps_events(self.settings.kafka_bootstrap, self.settings.dlq_topic)
-            self._producer = KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap)
+            connection = connect_as(self.settings, "projector")
+            ensure_topic(connection, self.settings.dlq_topic)
+            check_keeps_events(connection, self.settings.dlq_topic)
+            self._producer = KafkaProducer(**connection)
         source = f"{record.topic}/{record.partition}/{record.offset}"
         headers = list(record.headers or []) + [
             ("dlq_reason", reason.encode()),
@@ -71,7 +72,7 @@ class DeadLetters:
 def read_dead_letters(settings: Settings, timeout_s: float = 5.0) -> Iterator[dict[str, Any]]:
     """Every message on the dead-letter topic, oldest first, with its headers decoded."""
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **connect_as(settings, "projector"),
         enable_auto_commit=False,
         consumer_timeout_ms=int(timeout_s * 1000),
     )
@@ -122,7 +123,7 @@ def redrive(settings: Settings, trail: AuditTrail) -> dict[str, int]:
     partition and offset, unless its event is already in the read model; report the counts."""
     codec = citizen_event_codec()
     counts = {"redriven": 0, "already_stored": 0, "still_undecodable": 0, "other_topic": 0}
-    tid = topic_id(settings.kafka_bootstrap, settings.kafka_topic) or UUID(int=0)
+    tid = topic_id(connect_as(settings, "projector"), settings.kafka_topic) or UUID(int=0)
     for letter in read_dead_letters(settings):
         topic, partition, offset = _source(letter["source"])
         if topic != settings.kafka_topic:

@@ -18,7 +18,13 @@ from tqdm import tqdm
 
 from projections.audit import ACCESS_TABLE, READ_MODEL_TABLES, AuditTrail, audit_trail
 from projections.runner import NO_TOPIC, Projector, ProjectorOptions
-from services.kafka import EventsDeletedError, check_keeps_events, ensure_topic, topic_id
+from services.kafka import (
+    EventsDeletedError,
+    check_keeps_events,
+    connect_as,
+    ensure_topic,
+    topic_id,
+)
 from services.settings import Settings
 
 
@@ -29,7 +35,7 @@ def end_offsets(consumer: KafkaConsumer, topic: str) -> dict[TopicPartition, int
 
 def _consumer(settings: Settings, options: ProjectorOptions) -> KafkaConsumer:
     return KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, isolation_level="read_committed",
+        **connect_as(settings, "projector"), isolation_level="read_committed",
         enable_auto_commit=False, max_poll_records=options.max_poll_records,
     )  # fmt: skip
 
@@ -49,7 +55,9 @@ def _replay(settings: Settings, trail: AuditTrail, show: bool) -> int:
     options = ProjectorOptions()
     consumer = _consumer(settings, options)
     projector = Projector(settings, trail, options)
-    projector.topic_id = topic_id(settings.kafka_bootstrap, settings.kafka_topic) or NO_TOPIC
+    projector.topic_id = (
+        topic_id(connect_as(settings, "projector"), settings.kafka_topic) or NO_TOPIC
+    )
     try:
         ends = end_offsets(consumer, settings.kafka_topic)
         consumer.assign(list(ends))
@@ -95,7 +103,7 @@ def rebuild(
             f"EXCHANGE TABLES {settings.clickhouse_database}.{table} AND {scratch_name}.{table}"
         )
     live.client.command(f"DROP DATABASE {scratch_name}")
-    tid = topic_id(settings.kafka_bootstrap, settings.kafka_topic) or NO_TOPIC
+    tid = topic_id(connect_as(settings, "projector"), settings.kafka_topic) or NO_TOPIC
     live.mark_rebuild(tid, missing)
     return {
         "stored": stored["audit_events"],
@@ -109,8 +117,9 @@ def rebuild(
 
 def _missing_or_refuse(settings: Settings, accept_loss: bool) -> int:
     """Offsets deleted from the start of the topic; refused unless the loss is accepted."""
-    ensure_topic(settings.kafka_bootstrap, settings.kafka_topic)
-    check_keeps_events(settings.kafka_bootstrap, settings.kafka_topic)
+    connection = connect_as(settings, "projector")
+    ensure_topic(connection, settings.kafka_topic)
+    check_keeps_events(connection, settings.kafka_topic)
     missing = missing_offsets(settings)
     if missing and not accept_loss:
         raise EventsDeletedError(

@@ -99,8 +99,9 @@ class Projector:
 
     def start(self) -> None:
         s, topic = self.settings, self.settings.kafka_topic
+        connection = broker.connect_as(s, "projector")
         self._consumer = KafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **connection,
             group_id=s.projector_group,
             enable_auto_commit=False,
             auto_offset_reset="none",  # never jump over a gap: an offset out of range is a fault
@@ -114,9 +115,9 @@ class Projector:
         )
         # A group that joins before its topic's partitions are known is assigned nothing and
         # only rejoins at the next metadata refresh: make the topic and see its partitions first.
-        broker.ensure_topic(s.kafka_bootstrap, topic)
-        broker.check_keeps_events(s.kafka_bootstrap, topic)
-        self.topic_id = broker.topic_id(s.kafka_bootstrap, topic) or NO_TOPIC
+        broker.ensure_topic(connection, topic)
+        broker.check_keeps_events(connection, topic)
+        self.topic_id = broker.topic_id(connection, topic) or NO_TOPIC
         self.paused = {}
         deadline = time.monotonic() + 30
         while not (partitions := self._consumer.partitions_for_topic(topic)):

@@ -6,15 +6,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from services.health import ComponentHealth, FatalError
+from services.settings import KAFKA_PRINCIPALS, Settings
 
 log = logging.getLogger(__name__)
+# kafka-python warns on every SCRAM login without TLS: plaintext is deliberate on loopback
+# (infra/kafka/broker.sh); between hosts it is SASL_SSL (DEPLOYING.md).
+logging.getLogger("kafka.net.sasl.scram").setLevel(logging.ERROR)
 
 DEFAULT_PARTITIONS = 3
 # A register's log is kept for ever: no time or size limit, never compacted.
@@ -33,13 +39,55 @@ class EventsDeletedError(FatalError):
     """Records are gone from the topic (its log start offset is above what was read)."""
 
 
-def _admin(bootstrap: str) -> KafkaAdminClient:
-    return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="eid-admin")
+# The keyword arguments of a kafka-python client: where the broker is and who connects.
+Connection = Mapping[str, Any]
 
 
-def ensure_topic(bootstrap: str, topic: str, partitions: int = DEFAULT_PARTITIONS) -> None:
+class KafkaCredentialsError(FatalError):
+    """No password for a Kafka principal: an operator must provide one."""
+
+
+def connect_as(settings: Settings, principal: str) -> dict[str, Any]:
+    """The client arguments that reach `settings`' broker as `principal` (SCRAM-SHA-512),
+    or anonymously when the broker has no authentication (KAFKA_SECURITY_PROTOCOL=PLAINTEXT)."""
+    if principal not in KAFKA_PRINCIPALS:
+        raise ValueError(f"unknown Kafka principal {principal!r}; one of {KAFKA_PRINCIPALS}")
+    connection: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap}
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return connection
+    password = settings.kafka_passwords.get(principal) or read_credentials(
+        settings.kafka_credentials_file
+    ).get(principal)
+    if not password:
+        raise KafkaCredentialsError(
+            f"no Kafka password for principal {principal!r}: set KAFKA_PASSWORD_"
+            f"{principal.upper()} or KAFKA_CREDENTIALS_FILE (now {settings.kafka_credentials_file}"
+            ", written by infra/kafka/broker.sh when it formats its storage)"
+        )
+    return {
+        **connection,
+        "security_protocol": settings.kafka_security_protocol,
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": principal,
+        "sasl_plain_password": password,
+    }
+
+
+def read_credentials(path: Path) -> dict[str, str]:
+    """`principal=password` lines (the file broker.sh writes, mode 0600); {} if it is absent."""
+    if not path.exists():
+        return {}
+    pairs = (line.partition("=") for line in path.read_text().splitlines())
+    return {name.strip(): secret.strip() for name, sep, secret in pairs if sep and name.strip()}
+
+
+def _admin(connection: Connection) -> KafkaAdminClient:
+    return KafkaAdminClient(**{"client_id": "eid-admin", **connection})
+
+
+def ensure_topic(connection: Connection, topic: str, partitions: int = DEFAULT_PARTITIONS) -> None:
     """Create `topic` (kept for ever) unless it exists; safe when producer and consumer race."""
-    admin = _admin(bootstrap)
+    admin = _admin(connection)
     try:
         if topic not in admin.list_topics():
             admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=KEEP_FOREVER)])
@@ -55,7 +103,7 @@ class TopicNotReadyError(RuntimeError):
     Transient: the caller's restart loop tries again."""
 
 
-def topic_config(bootstrap: str, topic: str, wait: float = 15.0) -> dict[str, str]:
+def topic_config(connection: Connection, topic: str, wait: float = 15.0) -> dict[str, str]:
     """Every configuration value of `topic` (defaults included), by name.
 
     Right after a topic is created, a broker may not have applied the new metadata yet and
@@ -65,7 +113,7 @@ def topic_config(bootstrap: str, topic: str, wait: float = 15.0) -> dict[str, st
     resource = ConfigResource(ConfigResourceType.TOPIC, topic)
     deadline = time.monotonic() + wait
     while True:
-        admin = _admin(bootstrap)
+        admin = _admin(connection)
         try:
             found = admin.describe_configs([resource], config_filter="all")
         finally:
@@ -78,9 +126,9 @@ def topic_config(bootstrap: str, topic: str, wait: float = 15.0) -> dict[str, st
         time.sleep(0.2)
 
 
-def check_keeps_events(bootstrap: str, topic: str) -> None:
+def check_keeps_events(connection: Connection, topic: str) -> None:
     """Refuse a topic whose retention or cleanup policy would delete events, naming the setting."""
-    found = topic_config(bootstrap, topic)
+    found = topic_config(connection, topic)
     for name, wanted in KEEP_FOREVER.items():
         value = found.get(name)
         if value != wanted:
@@ -91,9 +139,9 @@ def check_keeps_events(bootstrap: str, topic: str) -> None:
             )
 
 
-def topic_id(bootstrap: str, topic: str) -> UUID | None:
+def topic_id(connection: Connection, topic: str) -> UUID | None:
     """The broker's id of `topic` (a recreated topic gets a new one), or None if it is absent."""
-    admin = _admin(bootstrap)
+    admin = _admin(connection)
     try:
         described = admin.describe_topics([topic])
     finally:
@@ -104,15 +152,16 @@ def topic_id(bootstrap: str, topic: str) -> UUID | None:
     return None
 
 
-def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> None:
+def wait_for_broker(connection: Connection, timeout: float = 60.0) -> None:
     """Block until the broker answers metadata requests, or raise TimeoutError."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+            admin = KafkaAdminClient(**connection)
         except Exception as exc:  # broker not up yet
             if time.monotonic() > deadline:
-                raise TimeoutError(f"Kafka at {bootstrap} did not answer") from exc
+                where = connection.get("bootstrap_servers")
+                raise TimeoutError(f"Kafka at {where} did not answer") from exc
             time.sleep(0.5)
         else:
             admin.close()

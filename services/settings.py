@@ -11,6 +11,8 @@ from pathlib import Path
 
 # The roles of the work (README "Roles"), named so in tokens, AUTH_TOKENS and the credentials tool.
 ROLES = ("station", "reviewer", "officer", "auditor", "viewer", "admin")
+# The Kafka principals, one per component (README "Kafka principals and ACLs").
+KAFKA_PRINCIPALS = ("admin", "relay", "projector", "signer", "subscriber")
 VIETNAM = timezone(timedelta(hours=7))  # campaign times without an offset are Vietnam time
 
 
@@ -56,6 +58,12 @@ class Settings:
     postgres_user: str = "eid"
     postgres_password: str = ""
     postgres_schema: str = "public"
+    # Kafka authentication (issue 11): SASL/SCRAM-SHA-512 as one principal per component
+    # (KAFKA_PRINCIPALS); passwords from KAFKA_PASSWORD_<PRINCIPAL>, else from the file
+    # infra/kafka/broker.sh writes when it formats storage. PLAINTEXT: a broker without it.
+    kafka_security_protocol: str = "SASL_PLAINTEXT"
+    kafka_credentials_file: Path = Path("var/kafka/credentials")
+    kafka_passwords: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def dlq_topic(self) -> str:
@@ -146,7 +154,25 @@ class Settings:
             postgres_user=env.get("POSTGRES_USER", "eid"),
             postgres_password=_postgres_password(env, var_dir) if store == "postgres" else "",
             postgres_schema=env.get("POSTGRES_SCHEMA", "public"),
+            kafka_security_protocol=_kafka_security_protocol(env),
+            kafka_credentials_file=Path(
+                env.get("KAFKA_CREDENTIALS_FILE", str(var_dir / "kafka" / "credentials"))
+            ),
+            kafka_passwords={
+                name: env[f"KAFKA_PASSWORD_{name.upper()}"]
+                for name in KAFKA_PRINCIPALS
+                if env.get(f"KAFKA_PASSWORD_{name.upper()}")
+            },
         )
+
+
+def _kafka_security_protocol(env: Mapping[str, str]) -> str:
+    protocol = env.get("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    if protocol not in ("SASL_PLAINTEXT", "PLAINTEXT"):  # TLS: DEPLOYING.md
+        raise ValueError(
+            f"KAFKA_SECURITY_PROTOCOL must be SASL_PLAINTEXT or PLAINTEXT, not {protocol!r}"
+        )
+    return protocol
 
 
 def _event_store(env: Mapping[str, str]) -> str:

@@ -10,7 +10,7 @@ import pytest
 
 from services.settings import Settings
 from tests.support.broker import TEST_PORT, running_broker
-from tests.support.environment import deployment_env
+from tests.support.environment import deployment_env, granted, kafka_login
 from tests.support.postgres import STORES, Cluster, running_postgres
 from tests.support.processes import ROOT
 
@@ -74,7 +74,11 @@ def env_for(tmp_path: Path, store_env: dict[str, str]) -> Callable[..., dict[str
     base = deployment_env(tmp_path / "var", f"127.0.0.1:{TEST_PORT}", **store_env)
 
     def make(**overrides: str) -> dict[str, str]:
-        return {**base, **overrides}
+        if "KAFKA_BOOTSTRAP" in overrides:  # another broker: its own users
+            overrides = {**kafka_login(overrides["KAFKA_BOOTSTRAP"]), **overrides}
+        env = {**base, **overrides}
+        changed = {"KAFKA_BOOTSTRAP", "KAFKA_TOPIC", "PROJECTOR_GROUP"} & set(overrides)
+        return granted(env) if changed else env
 
     return make
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import re
 import sys
 import time
@@ -147,10 +148,31 @@ def as_json_line(event: dict[str, Any], keep_sealed: bool = False) -> str:
 # --- Kafka ---------------------------------------------------------------------------------
 
 
+def connection(args: argparse.Namespace) -> dict[str, Any]:
+    """Where the broker is and who we are: SASL/SCRAM-SHA-512 as --user with the password
+    from KAFKA_PASSWORD (or --password-file), never from the command line; no --user:
+    anonymous (a broker without authentication)."""
+    if not args.user:
+        return {"bootstrap_servers": args.bootstrap}
+    if args.password_file:
+        password = args.password_file.read_text().strip()
+    else:
+        password = os.environ.get("KAFKA_PASSWORD", "")
+    if not password:
+        raise SystemExit(f"no password for Kafka user {args.user}: set KAFKA_PASSWORD")
+    return {
+        "bootstrap_servers": args.bootstrap,
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": args.user,
+        "sasl_plain_password": password,
+    }
+
+
 def open_consumer(args: argparse.Namespace) -> KafkaConsumer:
     """read_committed: records of aborted relay transactions are never delivered."""
     consumer = KafkaConsumer(
-        bootstrap_servers=args.bootstrap,
+        **connection(args),
         group_id=args.group,
         isolation_level="read_committed",
         enable_auto_commit=False,
@@ -222,6 +244,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "recorded, not from the topic (SUBSCRIBING.md).",
     )
     parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers")
+    parser.add_argument(
+        "--user",
+        default=os.environ.get("KAFKA_USER", ""),
+        help="Kafka user (SASL/SCRAM-SHA-512; default: KAFKA_USER; none: anonymous); a "
+        "subscriber may read the topic and the checkpoints, and name its groups and its own "
+        "topics subscriber.*",
+    )
+    parser.add_argument(
+        "--password-file",
+        type=Path,
+        default=None,
+        help="file with the password (default: KAFKA_PASSWORD)",
+    )
     parser.add_argument("--topic", default="citizen-events", help="topic to read")
     parser.add_argument(
         "--group",
@@ -270,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     reader_path = args.reader_schema or published_versions()[-1]
     decoder = Decoder(writer_schemas(args.schema_dir), load_schema(reader_path))
-    dlq = KafkaProducer(bootstrap_servers=args.bootstrap) if args.dlq_topic else None
+    dlq = KafkaProducer(**connection(args)) if args.dlq_topic else None
     consumer = open_consumer(args)
     try:
         for record in records(consumer, args.max_messages, args.timeout):

@@ -8,7 +8,7 @@ import signal
 import threading
 
 from services.health import FatalError
-from services.kafka import wait_for_broker
+from services.kafka import connect_as, wait_for_broker
 from services.metrics import RelayMetrics, serve, stop_serving
 from services.registry.application import Registry
 from services.registry.sealing import KeyEncryptionKeyError
@@ -59,7 +59,7 @@ def _run(relay: Relay, settings: Settings, metrics: RelayMetrics, stop: threadin
     port = settings.relay_metrics_port
     server = serve(metrics.registry, port) if port else None
     try:
-        wait_for_broker(settings.kafka_bootstrap)
+        wait_for_broker(connect_as(settings, "relay"))
         relay.run(stop)
     except FatalError as exc:
         log.error("%s", exc)

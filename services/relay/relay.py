@@ -26,6 +26,7 @@ from services.kafka import (
     EventsDeletedError,
     TopicChangedError,
     check_keeps_events,
+    connect_as,
     ensure_topic,
     run_restarting,
     topic_id,
@@ -62,6 +63,11 @@ def committed_position(settings: Settings, window: int = 64) -> int:
     return max(_committed_on(settings, topic, window) for topic in relay_topics(settings))
 
 
+def relay_transactional_id(settings: Settings) -> str:
+    """The relay's transactional id: one per topic, so a second relay fences the first."""
+    return f"relay-{settings.kafka_topic}"
+
+
 def relay_topics(settings: Settings) -> tuple[str, str]:
     """The public topic, and the restricted one that carries access records."""
     return settings.kafka_topic, settings.access_topic
@@ -70,7 +76,7 @@ def relay_topics(settings: Settings) -> tuple[str, str]:
 def _committed_on(settings: Settings, topic: str, window: int) -> int:
     codec = citizen_event_codec()
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **connect_as(settings, "relay"),
         isolation_level="read_committed",
         enable_auto_commit=False,
         consumer_timeout_ms=2000,
@@ -140,13 +146,13 @@ class Relay:
         self._producer: KafkaProducer | None = None
 
     def start(self) -> None:
-        bootstrap, topic = self.settings.kafka_bootstrap, self.settings.kafka_topic
+        topic, connection = self.settings.kafka_topic, connect_as(self.settings, "relay")
         for name in relay_topics(self.settings):
-            ensure_topic(bootstrap, name, self.options.partitions)
-            check_keeps_events(bootstrap, name)
+            ensure_topic(connection, name, self.options.partitions)
+            check_keeps_events(connection, name)
         self._producer = KafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            transactional_id=f"relay-{self.settings.kafka_topic}",
+            **connection,
+            transactional_id=relay_transactional_id(self.settings),
             compression_type="lz4",
             linger_ms=5,
             batch_size=256 * 1024,
@@ -167,7 +173,7 @@ class Relay:
 
     def _check_same_topic(self, topic: str) -> None:
         """The topic must be the one this store was published to; the first time, record it."""
-        current = topic_id(self.settings.kafka_bootstrap, topic)
+        current = topic_id(connect_as(self.settings, "relay"), topic)
         if current is None:
             raise TopicChangedError(f"topic {topic} has no id: it vanished while starting")
         record = self.registry.publication(topic)

@@ -8,7 +8,7 @@ import signal
 import threading
 
 from services.health import FatalError
-from services.kafka import wait_for_broker
+from services.kafka import connect_as, wait_for_broker
 from services.registry.application import Registry
 from services.registry.sealing import KeyEncryptionKeyError
 from services.settings import Settings
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     signer = Signer(settings, registry, options)
     try:
         if publish:
-            wait_for_broker(settings.kafka_bootstrap)
+            wait_for_broker(connect_as(settings, "signer"))
         signer.run(stop)
     except FatalError as exc:
         log.error("%s", exc)

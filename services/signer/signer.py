@@ -33,7 +33,7 @@ from schemas.checkpoint import Checkpoint, CheckpointError, open_note, sign
 from schemas.leaf import LEAF_VERSION, leaf_fields, utc_millis
 from schemas.merkle import leaf_hash, verify_consistency
 from services.health import ComponentHealth, FatalError
-from services.kafka import check_keeps_events, ensure_topic, run_restarting
+from services.kafka import check_keeps_events, connect_as, ensure_topic, run_restarting
 from services.registry.application import Registry
 from services.relay.mapping import PUBLIC_TOPICS, to_record
 from services.settings import Settings
@@ -124,12 +124,10 @@ class Signer:
                 )
 
     def _start_publishing(self) -> None:
-        bootstrap, topic = self.settings.kafka_bootstrap, self.settings.checkpoint_topic
-        ensure_topic(bootstrap, topic, partitions=1)
-        check_keeps_events(bootstrap, topic)
-        self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", max_block_ms=5000, linger_ms=0
-        )
+        topic, connection = self.settings.checkpoint_topic, connect_as(self.settings, "signer")
+        ensure_topic(connection, topic, partitions=1)
+        check_keeps_events(connection, topic)
+        self._producer = KafkaProducer(**connection, acks="all", max_block_ms=5000, linger_ms=0)
         newest = newest_published(self.settings, self.verifier)
         if newest is None:
             return
@@ -250,9 +248,8 @@ def fast_leaf_bytes(record: dict[str, Any]) -> bytes:
 def newest_published(settings: Settings, verifier: str) -> Checkpoint | None:
     """The newest checkpoint on `<topic>.checkpoints` signed by `verifier` (None if none)."""
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-        consumer_timeout_ms=2000,
-    )  # fmt: skip
+        **connect_as(settings, "signer"), enable_auto_commit=False, consumer_timeout_ms=2000
+    )
     try:
         tp = TopicPartition(settings.checkpoint_topic, 0)
         consumer.assign([tp])

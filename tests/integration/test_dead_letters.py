@@ -13,6 +13,7 @@ from projections.dead_letters import redrive
 from schemas.codec import citizen_event_codec
 from services.kafka import ensure_topic
 from services.settings import Settings
+from tests.support.broker import as_admin
 from tests.support.factories import registry_with
 from tests.support.kafka import publish_all, read_topic
 from tests.support.processes import python_process
@@ -20,8 +21,8 @@ from tests.support.processes import python_process
 
 def dead_letter(settings: Settings, value: bytes, source: str) -> None:
     """Put a message on the dead-letter topic as the projector would have."""
-    ensure_topic(settings.kafka_bootstrap, settings.dlq_topic)
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    ensure_topic(as_admin(settings.kafka_bootstrap), settings.dlq_topic)
+    producer = KafkaProducer(**as_admin(settings.kafka_bootstrap))
     try:
         headers = [("dlq_reason", b"cannot decode body"), ("dlq_source", source.encode())]
         producer.send(settings.dlq_topic, value, key=b"k", headers=headers).get(timeout=30)

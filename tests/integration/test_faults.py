@@ -31,6 +31,7 @@ from services.registry.application import Registry
 from services.registry.domain import AccessRecord
 from services.relay.relay import Relay, UnpublishableEventError
 from services.settings import Settings
+from tests.support.broker import as_admin
 from tests.support.factories import register_command, registry_with
 from tests.support.kafka import publish_all, read_topic
 from tests.support.processes import free_port
@@ -141,7 +142,7 @@ def test_an_event_that_cannot_be_published_stops_the_relay_loudly(
 def test_an_unacknowledged_dead_letter_stores_and_commits_nothing(
     kafka_bootstrap, settings, chdb_url
 ) -> None:
-    ensure_topic(kafka_bootstrap, settings.kafka_topic, partitions=1)
+    ensure_topic(as_admin(kafka_bootstrap), settings.kafka_topic, partitions=1)
     publish_all(settings, registry_with(settings, 2))
     [garbage] = produce(kafka_bootstrap, settings.kafka_topic, [b"garbage"])
     registry = Registry(settings)
@@ -169,7 +170,7 @@ def test_an_unacknowledged_dead_letter_stores_and_commits_nothing(
 def test_a_record_of_a_newer_schema_pauses_its_partition_until_the_upgrade(
     kafka_bootstrap, settings, chdb_url
 ) -> None:
-    ensure_topic(kafka_bootstrap, settings.kafka_topic, partitions=1)
+    ensure_topic(as_admin(kafka_bootstrap), settings.kafka_topic, partitions=1)
     registry = registry_with(settings, 2)
     publish_all(settings, registry)
     newer = newer_codec()
@@ -211,7 +212,7 @@ def newer_codec() -> AvroCodec:
 
 def produce(bootstrap: str, topic: str, values: list[bytes]) -> list[int]:
     """Write raw `values` to partition 0, outside any transaction; their offsets."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    producer = KafkaProducer(**as_admin(bootstrap))
     try:
         return [producer.send(topic, value, key=b"k", partition=0).get(timeout=30).offset
                 for value in values]  # fmt: skip
@@ -220,7 +221,7 @@ def produce(bootstrap: str, topic: str, values: list[bytes]) -> list[int]:
 
 
 def committed(bootstrap: str, settings: Settings) -> int | None:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=settings.projector_group,
+    consumer = KafkaConsumer(**as_admin(bootstrap), group_id=settings.projector_group,
                              enable_auto_commit=False)  # fmt: skip
     try:
         return consumer.committed(TopicPartition(settings.kafka_topic, 0))  # type: ignore[no-any-return]

@@ -27,6 +27,7 @@ from services.kafka import (
 )
 from services.relay.relay import Relay
 from services.settings import Settings
+from tests.support.broker import as_admin
 from tests.support.factories import register_command, registry_with
 from tests.support.kafka import publish_all, read_topic
 from tests.support.read_models import projected, projector_for, run_until
@@ -35,11 +36,11 @@ from tests.support.waiting import wait_until
 
 
 def admin(bootstrap: str) -> KafkaAdminClient:
-    return KafkaAdminClient(bootstrap_servers=bootstrap)
+    return KafkaAdminClient(**as_admin(bootstrap))
 
 
 def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(**as_admin(bootstrap))
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         return consumer.end_offsets([TopicPartition(topic, p) for p in parts])  # type: ignore[no-any-return]
@@ -76,7 +77,7 @@ def _topics(bootstrap: str) -> list[str]:
 def test_topics_are_made_to_keep_every_event_for_ever(kafka_bootstrap, settings) -> None:
     publish_all(settings, registry_with(settings, 2))
 
-    config = topic_config(kafka_bootstrap, settings.kafka_topic)
+    config = topic_config(as_admin(kafka_bootstrap), settings.kafka_topic)
 
     assert config["retention.ms"] == "-1"
     assert config["retention.bytes"] == "-1"
@@ -89,7 +90,7 @@ def test_a_topic_the_broker_cannot_describe_is_not_taken_for_a_wrong_one(
     # The broker answers an unknown (or just created, not yet propagated) topic with no
     # configuration at all: that is "not ready, try again", never "retention=None, refuse".
     with pytest.raises(TopicNotReadyError):
-        topic_config(kafka_bootstrap, settings.kafka_topic, wait=0.5)
+        topic_config(as_admin(kafka_bootstrap), settings.kafka_topic, wait=0.5)
     assert not issubclass(TopicNotReadyError, FatalError)
 
 
@@ -132,7 +133,7 @@ def test_relay_refuses_a_recreated_topic(kafka_bootstrap, settings) -> None:
     registry = registry_with(settings, 4)
     publish_all(settings, registry)
     delete_topic(kafka_bootstrap, settings.kafka_topic)
-    ensure_topic(kafka_bootstrap, settings.kafka_topic)
+    ensure_topic(as_admin(kafka_bootstrap), settings.kafka_topic)
     relay = Relay(settings, registry)
 
     with pytest.raises(TopicChangedError, match="recreated"):

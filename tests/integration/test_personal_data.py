@@ -40,6 +40,7 @@ from services.registry.commands import DecideRegistration
 from services.registry.sealing import ERASED, PREFIX, KeyEncryptionKeyError
 from services.settings import Settings
 from tests.support.api import Api, api_and_relay
+from tests.support.broker import as_admin
 from tests.support.environment import TOKENS, bearer, deployment_env
 from tests.support.factories import VN, personal_number, register_command, registration_body
 from tests.support.kafka import publish_all
@@ -182,7 +183,7 @@ def received(client: TestClient, commune: str = "22420") -> dict[str, Any]:
 def topic_bytes(bootstrap: str, topic: str) -> bytes:
     """Keys, values and headers of every record of `topic` (aborted ones too), concatenated."""
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, isolation_level="read_uncommitted", enable_auto_commit=False
+        **as_admin(bootstrap), isolation_level="read_uncommitted", enable_auto_commit=False
     )
     try:
         partitions = consumer.partitions_for_topic(topic)

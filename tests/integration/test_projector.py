@@ -14,6 +14,7 @@ from projections.rebuild import rebuild
 from services.kafka import TopicChangedError, ensure_topic
 from services.registry.application import Registry
 from services.settings import Settings
+from tests.support.broker import as_admin
 from tests.support.environment import unique
 from tests.support.factories import (
     approve_command,
@@ -64,7 +65,7 @@ def test_undecodable_message_goes_to_dlq_and_consumption_goes_on(
     registry = Registry(settings)
     registry.handle(register_command())
     publish_all(settings, registry)
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    producer = KafkaProducer(**as_admin(kafka_bootstrap))
     producer.send(settings.kafka_topic, key=b"x", value=b"not avro at all")
     producer.flush()
     producer.close()
@@ -81,7 +82,7 @@ def test_undecodable_message_goes_to_dlq_and_consumption_goes_on(
         projector.close()
     dlq = KafkaConsumer(
         settings.dlq_topic,
-        bootstrap_servers=kafka_bootstrap,
+        **as_admin(kafka_bootstrap),
         auto_offset_reset="earliest",
         consumer_timeout_ms=10000,
     )
@@ -193,8 +194,8 @@ def test_a_read_model_from_a_shorter_recreated_topic_is_refused(
     other = Settings.from_env(env_for(CLICKHOUSE_DATABASE=settings.clickhouse_database,
                                       KAFKA_TOPIC=unique("recreated"),
                                       PROJECTOR_GROUP=unique("projector")))  # fmt: skip
-    ensure_topic(kafka_bootstrap, other.kafka_topic)
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    ensure_topic(as_admin(kafka_bootstrap), other.kafka_topic)
+    producer = KafkaProducer(**as_admin(kafka_bootstrap))
     producer.send(other.kafka_topic, b"x", partition=0)
     producer.flush()
     producer.close()

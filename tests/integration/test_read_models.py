@@ -16,6 +16,7 @@ from services.registry.application import Registry
 from services.registry.commands import ActivateAccount, SetTarget
 from services.registry.targets import Target
 from services.settings import Settings
+from tests.support.broker import as_admin
 from tests.support.factories import approve_command, register_command
 from tests.support.kafka import publish_all
 from tests.support.read_models import projector_for, run_until
@@ -106,7 +107,7 @@ def test_a_batch_inserted_twice_counts_once(kafka_bootstrap, settings, chdb_url)
 
 def poll_all(settings: Settings, count: int) -> dict[TopicPartition, list[Any]]:
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **as_admin(settings.kafka_bootstrap),
         isolation_level="read_committed",
         enable_auto_commit=False,
     )

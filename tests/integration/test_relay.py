@@ -13,6 +13,7 @@ from schemas.codec import citizen_event_codec
 from services.registry.application import Registry
 from services.relay.relay import Relay, StoreBehindTopicError
 from services.settings import Settings
+from tests.support.broker import as_admin
 from tests.support.factories import approve_command, personal_number, register_command
 from tests.support.kafka import publish_all, read_topic
 from tests.support.processes import python_process
@@ -65,9 +66,7 @@ def test_relay_killed_mid_stream_resumes_without_gap_or_duplicate(kafka_bootstra
     relay = python_process(["-m", "services.relay", "--batch-size", "20"], env)
     try:
         # Let it publish some batches, then kill it without warning, twice.
-        consumer = KafkaConsumer(
-            bootstrap_servers=kafka_bootstrap, isolation_level="read_committed"
-        )
+        consumer = KafkaConsumer(**as_admin(kafka_bootstrap), isolation_level="read_committed")
         killed_at: list[int] = []
         for _ in range(2):
             # Each kill lands after the restarted relay published 100 more, mid-stream.

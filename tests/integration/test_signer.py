@@ -29,6 +29,7 @@ from services.signer.signer import (
     SignerOptions,
 )
 from services.signer.tree import TreeStore, open_tree_store
+from tests.support.broker import as_admin
 from tests.support.factories import register_command, registry_with
 
 QUIET = SignerOptions(publish=False)
@@ -188,7 +189,7 @@ def test_a_note_signed_by_another_key_or_altered_is_refused(settings: Settings) 
 
 
 def read_notes(settings: Settings) -> list[str]:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+    consumer = KafkaConsumer(**as_admin(settings.kafka_bootstrap),
                              consumer_timeout_ms=3000)  # fmt: skip
     try:
         tp = TopicPartition(settings.checkpoint_topic, 0)

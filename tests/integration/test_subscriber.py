@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -23,10 +24,12 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from schemas.chain import first_broken_link
 from schemas.codec import MAGIC, citizen_event_codec, schema_fingerprint
+from services.kafka import read_credentials
 from services.registry.application import Registry
 from services.registry.commands import EraseCitizen
 from services.registry.sealing import ERASED, PREFIX
 from services.settings import Settings
+from tests.support.broker import as_admin, credentials_file
 from tests.support.environment import unique
 from tests.support.factories import approve_command, personal_number, register_command
 from tests.support.kafka import publish_all, read_topic
@@ -41,12 +44,19 @@ SEALED = "sealed:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"  # opaque to a sub
 # --- helpers -------------------------------------------------------------------------------
 
 
-def run_subscriber(bootstrap: str, topic: str, *args: str) -> tuple[list[dict[str, Any]], str]:
-    """Run the example to completion; its JSON lines (parsed) and its stderr."""
+def run_subscriber(
+    bootstrap: str, topic: str, *args: str, user: str = "admin"
+) -> tuple[list[dict[str, Any]], str]:
+    """Run the example to completion as Kafka `user` (the subscriber principal may read only
+    a deployment's public topics; topics made here are the admin's); its JSON lines (parsed)
+    and its stderr."""
+    password = read_credentials(credentials_file(bootstrap)).get(user, "")
+    login = ["--user", user] if password else []
     done = subprocess.run(
         [sys.executable, "-m", "schemas.examples.subscriber", "--bootstrap", bootstrap,
-         "--topic", topic, "--timeout", "20", *args],
+         "--topic", topic, "--timeout", "20", *login, *args],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "KAFKA_PASSWORD": password},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()], done.stderr
@@ -58,7 +68,7 @@ def undecodable_lines(stderr: str) -> list[str]:
 
 def create_topic(bootstrap: str, partitions: int = 1) -> str:
     topic = unique("subscriber-events")
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaAdminClient(**as_admin(bootstrap))
     try:
         admin.create_topics([NewTopic(topic, partitions, 1)])
     finally:
@@ -68,7 +78,7 @@ def create_topic(bootstrap: str, partitions: int = 1) -> str:
 
 def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
     """Plain (non-transactional) sends, in this order, all to partition 0."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    producer = KafkaProducer(**as_admin(bootstrap))
     try:
         for value in values:
             producer.send(topic, key=b"k", value=value, partition=0).get(timeout=30)
@@ -164,7 +174,9 @@ def test_subscriber_decodes_what_the_relay_published(kafka_bootstrap, env_for) -
         registry.handle(approve_command(cid))
     publish_all(settings, registry, batch_size=3)
 
-    lines, stderr = run_subscriber(kafka_bootstrap, settings.kafka_topic, "--max-messages", "10")
+    lines, stderr = run_subscriber(
+        kafka_bootstrap, settings.kafka_topic, "--max-messages", "10", user="subscriber"
+    )
 
     assert undecodable_lines(stderr) == []
     by_account: dict[str, list[tuple[int, str]]] = defaultdict(list)
@@ -200,8 +212,9 @@ def test_sealed_fields_on_request_erasure_and_the_chain_verifies(kafka_bootstrap
     registry.handle(erase)
     publish_all(settings, registry)
 
-    lines, _ = run_subscriber(kafka_bootstrap, settings.kafka_topic, "--group", unique("sub"),
-                              "--keep-sealed", "--max-messages", "3")  # fmt: skip
+    lines, _ = run_subscriber(kafka_bootstrap, settings.kafka_topic,
+                              "--group", unique("subscriber.audit"), "--keep-sealed",
+                              "--max-messages", "3", user="subscriber")  # fmt: skip
 
     assert [(e["sequence"], e["event_type"]) for e in lines] == [
         (1, "registration_received"), (2, "registration_decided"),
@@ -386,7 +399,7 @@ def test_records_of_aborted_transactions_are_never_printed(kafka_bootstrap) -> N
     topic = create_topic(kafka_bootstrap)
     codec = citizen_event_codec()
     aborted, committed = decided(sequence=1), decided(sequence=2)
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=unique("tx"))
+    producer = KafkaProducer(**as_admin(kafka_bootstrap), transactional_id=unique("tx"))
     try:
         producer.init_transactions()
         for record, finish in ((aborted, producer.abort_transaction),

@@ -5,6 +5,10 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+from services.kafka_acl import grant
+from services.settings import Settings
+from tests.support.broker import credentials_file
+
 # One AUTH_TOKENS entry per role (the development shortcut: nation-wide principals).
 TOKENS = {
     "station": "st-token",
@@ -36,8 +40,9 @@ def auth_tokens(tokens: dict[str, str]) -> str:
 def deployment_env(
     var_dir: Path, bootstrap: str, tokens: dict[str, str] = TOKENS, **overrides: str
 ) -> dict[str, str]:
-    """Settings of a deployment nothing else shares (fresh names), `overrides` on top."""
-    return {
+    """Settings of a deployment nothing else shares (fresh names), `overrides` on top, with
+    its principals granted their ACLs on the broker (as `make run` does)."""
+    env = {
         "VAR_DIR": str(var_dir),
         "KAFKA_BOOTSTRAP": bootstrap,
         "KAFKA_TOPIC": unique("citizen-events"),
@@ -51,5 +56,24 @@ def deployment_env(
         # lifted (test_roles sets its own to test it; `make bench` measures without it).
         "COMMAND_RATE": "1000000",
         "COMMAND_BURST": "1000000",
+        **kafka_login(bootstrap),
         **overrides,
     }
+    return granted(env)
+
+
+def kafka_login(bootstrap: str) -> dict[str, str]:
+    """How a deployment logs in to the broker at `bootstrap`: with its users' passwords file,
+    if it has one (infra/kafka/broker.sh with KAFKA_AUTH=off makes none)."""
+    path = credentials_file(bootstrap)
+    return {
+        "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT" if path.exists() else "PLAINTEXT",
+        "KAFKA_CREDENTIALS_FILE": str(path),
+    }
+
+
+def granted(env: dict[str, str]) -> dict[str, str]:
+    """`env`, once its principals hold their ACLs on its topics and groups (idempotent)."""
+    if env["KAFKA_SECURITY_PROTOCOL"] != "PLAINTEXT":
+        grant(Settings.from_env(env))
+    return env

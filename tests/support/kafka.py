@@ -9,6 +9,7 @@ from kafka import KafkaConsumer, TopicPartition
 from services.registry.application import Registry
 from services.relay.relay import Relay, RelayOptions
 from services.settings import Settings
+from tests.support.broker import as_admin
 from tests.support.waiting import wait_until
 
 
@@ -29,7 +30,7 @@ def publish_all(
 def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 60) -> list[Any]:
     """Every committed record of `topic`, once at least `expect` have arrived."""
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
+        **as_admin(bootstrap), isolation_level="read_committed", enable_auto_commit=False
     )
     try:
         found: Any = wait_until(lambda: consumer.partitions_for_topic(topic), timeout)
@@ -55,7 +56,7 @@ def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 60) -> 
 def projector_lag(bootstrap: str, settings: Settings) -> int:
     """Records on the topic beyond the projector group's committed offsets."""
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **as_admin(bootstrap),
         group_id=settings.projector_group,
         isolation_level="read_committed",
         enable_auto_commit=False,
