@@ -25,6 +25,7 @@ from tests.bench.deployment import (
 )
 from tests.bench.history import history_problems
 from tests.bench.live import live_problems, live_run
+from tests.bench.pipeline import pipeline_bench, pipeline_problems
 from tests.bench.proofs import proofs_bench, proofs_problems
 from tests.bench.report import git_commit, machine, save, table
 from tests.bench.sealing import sealing_bench, sealing_problems
@@ -56,6 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stores-n", type=_positive, default=2000, help="EVENT_STORE=postgres: "
                         "registrations per arm of the SQLite/PostgreSQL comparison")  # fmt: skip
     parser.add_argument("--stores-rounds", type=_positive, default=3, help="its rounds")
+    parser.add_argument(
+        "--rounds", type=_positive, default=3, help="rounds of each limit measurement (medians)"
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole run")
     parser.add_argument("--out", type=Path, default=var_dir / "bench.json", help="JSON result")
     parser.add_argument(
@@ -99,6 +103,14 @@ def run_phases(
     n = live["accepted"]
     catchup("relay", lambda: relay_catchup(dep, n, deadline), results, problems)
     catchup("projector", lambda: projector_catchup(dep, n, deadline), results, problems)
+    print(
+        f"pipeline limits: {args.rounds} rounds against the raw producer and consumer", flush=True
+    )
+    try:
+        results["pipeline"] = pipeline_bench(dep, n, args.rounds, deadline)
+        problems += pipeline_problems(results["pipeline"])
+    except BenchError as exc:
+        problems.append(str(exc))
 
 
 def catchup(

@@ -13,7 +13,10 @@ from typing import IO, Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from tests.bench.deployment import STALL_S, BenchError, Deadline, Deployment, kafka_bootstrap
+from services.kafka import connect_as
+from services.settings import Settings
+from tests.bench.deployment import STALL_S, BenchError, Deadline, Deployment
+from tests.support.environment import granted
 from tests.support.processes import running
 
 
@@ -21,13 +24,13 @@ def relay_catchup(dep: Deployment, n: int, deadline: Deadline) -> dict[str, Any]
     """A second relay on a new topic, against the same store: time until n records committed."""
     topic = f"{dep.env['KAFKA_TOPIC']}-catchup"
     log = dep.dir / "relay-catchup.log"
-    env = {**dep.env, "KAFKA_TOPIC": topic}
+    env = granted({**dep.env, "KAFKA_TOPIC": topic})
     began = time.monotonic()
     with running(["-m", "services.relay"], env, log) as relay:
         ready = wait_for_log(log, "relay resumes after store position", relay, deadline.within(120))
         if ready is None:
             raise BenchError(f"the catch-up relay did not start; see {log}")
-        count, done = count_committed(topic, n, deadline.within(600))
+        count, done = count_committed(env, topic, n, deadline.within(600))
     if count < n:
         raise BenchError(f"the catch-up relay published {count}/{n}; {log}: {log_tail(log)}")
     return {
@@ -48,10 +51,11 @@ def wait_for_log(log: Path, text: str, proc: subprocess.Popen[str], end: float) 
     return None
 
 
-def count_committed(topic: str, n: int, end: float) -> tuple[int, float]:
-    """Consume `topic` read_committed from the start until n records; (count, monotonic time)."""
+def count_committed(env: dict[str, str], topic: str, n: int, end: float) -> tuple[int, float]:
+    """Consume `topic` read_committed from the start until n records (as the projector of
+    the deployment `env`); (count, monotonic time)."""
     consumer = KafkaConsumer(
-        bootstrap_servers=kafka_bootstrap(),
+        **connect_as(Settings.from_env(env), "projector"),
         isolation_level="read_committed",
         enable_auto_commit=False,
         allow_auto_create_topics=False,
@@ -75,11 +79,13 @@ def count_committed(topic: str, n: int, end: float) -> tuple[int, float]:
 
 def projector_catchup(dep: Deployment, n: int, deadline: Deadline) -> dict[str, Any]:
     """`python -m projections run --progress` into a fresh database: time until n stored."""
-    env = {
-        **dep.env,
-        "CLICKHOUSE_DATABASE": "bench_rebuild",
-        "PROJECTOR_GROUP": f"{dep.env['PROJECTOR_GROUP']}-rebuild",
-    }
+    env = granted(
+        {
+            **dep.env,
+            "CLICKHOUSE_DATABASE": "bench_rebuild",
+            "PROJECTOR_GROUP": f"{dep.env['PROJECTOR_GROUP']}-rebuild",
+        }
+    )
     log = dep.dir / "projector-catchup.log"
     lines: queue.Queue[tuple[float, int]] = queue.Queue()
     began = time.monotonic()

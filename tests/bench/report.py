@@ -46,8 +46,8 @@ def git_commit() -> str:
 
 def table(r: dict[str, Any]) -> str:
     """The figures of a run as two aligned columns."""
-    rows = [*_live_rows(r), *_catchup_rows(r), *_sealing_rows(r), *_proof_rows(r),
-            *_store_rows(r), *_run_rows(r)]  # fmt: skip
+    rows = [*_live_rows(r), *_catchup_rows(r), *_pipeline_rows(r), *_sealing_rows(r),
+            *_proof_rows(r), *_store_rows(r), *_run_rows(r)]  # fmt: skip
     width = max(len(label) for label, _ in rows)
     value_width = max(len(value) for _, value in rows)
     return "\n".join(f"{label:<{width}}  {value:>{value_width}}" for label, value in rows)
@@ -89,6 +89,31 @@ def _catchup_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
             f"{batches} / {_fmt(proj.get('first_batch_s'), 2)}",
         ),
     ]
+
+
+def _pipeline_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """The relay, projector and rebuild against the raw producer and consumer (medians)."""
+    if "pipeline" not in r:
+        return []
+    p = r["pipeline"]
+    rate, ratio, met = p.get("events_per_s", {}), p.get("ratios", {}), p.get("met", {})
+    pairs = (
+        ("relay / raw producer", "relay", "produce", "relay_to_raw_producer"),
+        ("projector / raw consumer", "project", "consume", "projector_to_raw_consumer"),
+        ("full rebuild / raw consumer", "rebuild", "consume", "rebuild_to_raw_consumer"),
+    )
+    rows = [(f"pipeline events/s, n {_fmt(p.get('n'))}, median of {_fmt(p.get('rounds'))}", "")]
+    for label, ours, raw, key in pairs:
+        figures = f"{_fmt(rate.get(ours), 0)} / {_fmt(rate.get(raw), 0)}"
+        rows.append((f"  {label}", figures))
+        rows.append((f"    ratio (goal >= {p.get('goal')})", _goal(ratio.get(key), met.get(key))))
+    return rows
+
+
+def _goal(value: float | None, met: bool | None) -> str:
+    if value is None:
+        return "not measured"
+    return f"{value:.2f} {'met' if met else 'NOT met'}"
 
 
 def _sealing_rows(r: dict[str, Any]) -> list[tuple[str, str]]:

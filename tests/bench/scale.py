@@ -37,7 +37,9 @@ from vietnam_provinces import Ward
 
 from schemas import event_types as types
 from schemas.codec import citizen_event_codec
+from services.kafka import connect_as
 from services.relay.mapping import NAMESPACE
+from services.settings import Settings
 from tests.bench.deployment import Deadline, Deployment, make_deployment, wait_healthy
 from tests.bench.history import history_reads
 from tests.bench.report import git_commit, machine
@@ -101,7 +103,7 @@ def synthetic(n: int, seed: int = 6) -> Iterator[dict[str, Any]]:
 def produce(dep: Deployment, n: int, end: float) -> dict[str, Any]:
     """N synthetic records onto the deployment's topic, keyed by account like the relay's."""
     codec = citizen_event_codec()
-    producer = KafkaProducer(bootstrap_servers=dep.env["KAFKA_BOOTSTRAP"], acks=1,
+    producer = KafkaProducer(**connect_as(Settings.from_env(dep.env), "relay"), acks=1,
                              compression_type="lz4", linger_ms=20,
                              batch_size=1024 * 1024)  # fmt: skip
     began, sent = time.perf_counter(), 0
