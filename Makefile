@@ -39,6 +39,10 @@ bench-scale: venv  ## read side at 10 M events (SCALE_ARGS="-n 1000000" for fewe
 	$(PY) -m tests.bench.scale $(SCALE_ARGS)
 
 bench: venv  ## N registrations through the HTTP API; prints a table, writes var/bench.json
+	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	  apt-get install -y -qq wrk; else sudo -n apt-get update -qq && sudo -n apt-get install -y -qq wrk; \
+	  fi; } || echo "make bench: wrk could not be installed (apt-get wrk needs root or sudo -n):" \
+	  "the figures measured with wrk are skipped"
 	$(PY) -m tests.bench $(BENCH_ARGS)
 
 FUZZ_SECONDS ?= 600

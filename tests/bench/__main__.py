@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from tests.bench.catchup import projector_catchup, relay_catchup
+from tests.bench.ceiling import ceiling_bench, ceiling_problems
 from tests.bench.deployment import (
     BenchError,
     Deadline,
@@ -32,6 +33,7 @@ from tests.bench.sealing import sealing_bench, sealing_problems
 from tests.bench.stores import bench_store, store_env, stores_bench, stores_problems
 from tests.support.broker import running_broker
 from tests.support.factories import VN
+from tests.support.postgres import Cluster
 from tests.support.processes import ROOT
 
 BROKER_TIMEOUT_S = 180.0  # for each infra/kafka/broker.sh start or stop
@@ -60,6 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--rounds", type=_positive, default=3, help="rounds of each limit measurement (medians)"
     )
+    parser.add_argument("--wrk-seconds", type=_positive, default=10, help="length of each wrk run")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole run")
     parser.add_argument("--out", type=Path, default=var_dir / "bench.json", help="JSON result")
     parser.add_argument(
@@ -123,6 +126,34 @@ def catchup(
         problems.append(str(exc))
 
 
+def ceiling_phase(
+    args: argparse.Namespace,
+    cluster: Cluster | None,
+    deadline: Deadline,
+    results: dict[str, Any],
+    problems: list[str],
+) -> None:
+    """wrk on a no-op endpoint and on registrations, freshness at half the maximum rate and
+    device sync, on deployments of their own (removed again when nothing went wrong)."""
+    print("HTTP ceiling: wrk, freshness at half the maximum rate, device sync", flush=True)
+    fallback = float(results.get("live", {}).get("commands_per_s") or 100.0)
+
+    def store(name: str) -> dict[str, str]:
+        return store_env(cluster, f"bench_{os.getpid()}_{name}")
+
+    try:
+        found = ceiling_bench(args.var_dir, store, args, fallback, deadline)
+    except (BenchError, httpx.HTTPError) as exc:
+        problems.append(f"HTTP ceiling: {type(exc).__name__}: {exc}")
+        return
+    results["ceiling"] = found
+    seen = ceiling_problems(found)
+    problems += seen
+    if not seen and not args.keep:
+        for directory in (found["deployment"], found["paced"]["deployment"]):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 def sealing_phase(dep: Deployment, m: int, deadline: Deadline) -> tuple[dict[str, Any], list[str]]:
     """The registry's write path with encryption on and off (no services running by now):
     its figures and the problems seen."""
@@ -146,6 +177,7 @@ def run(args: argparse.Namespace, deadline: Deadline, results: dict[str, Any]) -
             dep = make_deployment(args.var_dir, store_env(cluster, f"bench_{os.getpid()}"))
             results["deployment"] = str(dep.dir)
             run_phases(dep, args, deadline, results, problems)
+            ceiling_phase(args, cluster, deadline, results, problems)
             sealing, found = sealing_phase(dep, args.sealing_n, deadline)
             results.update({"sealing": sealing} if sealing else {})
             problems += found

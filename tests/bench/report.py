@@ -46,7 +46,8 @@ def git_commit() -> str:
 
 def table(r: dict[str, Any]) -> str:
     """The figures of a run as two aligned columns."""
-    rows = [*_live_rows(r), *_catchup_rows(r), *_pipeline_rows(r), *_sealing_rows(r),
+    rows = [*_live_rows(r), *_catchup_rows(r), *_pipeline_rows(r), *_ceiling_rows(r),
+            *_sealing_rows(r),
             *_proof_rows(r), *_store_rows(r), *_run_rows(r)]  # fmt: skip
     width = max(len(label) for label, _ in rows)
     value_width = max(len(value) for _, value in rows)
@@ -110,10 +111,45 @@ def _pipeline_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _goal(value: float | None, met: bool | None) -> str:
+def _ceiling_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """wrk figures, freshness at half the maximum rate, device sync; each goal met or not."""
+    if "ceiling" not in r:
+        return []
+    c = r["ceiling"]
+    noop, cmd, paced, sync = c.get("noop", {}), c.get("commands", {}), c["paced"], c["sync"]
+    goals, met, fresh = c["goals"], c["met"], paced.get("freshness", {})
+    wrk = f"wrk -t{c['threads']} -c{c['connections']}, {c['seconds']} s" if c["wrk"] else "no wrk"
+    ratio = "not measured" if c["ratio"] is None else f"{c['ratio']:.2f}"
+    return [
+        (f"HTTP ceiling ({wrk}, median of {len(cmd.get('runs', noop.get('runs', [])))})", ""),
+        ("  no-op endpoint req/s", _fmt(noop.get("ok_per_s"), 0)),
+        ("  registrations commands/s", _fmt(cmd.get("ok_per_s"), 0)),
+        ("  p50 / p99 (ms), no-op | registrations",
+         f"{_fmt(noop.get('p50_ms'))} / {_fmt(noop.get('p99_ms'))} | "
+         f"{_fmt(cmd.get('p50_ms'))} / {_fmt(cmd.get('p99_ms'))}"),
+        (f"    ratio (goal >= {goals['commands_to_noop']})",
+         ratio if c["ratio"] is None else _goal(c["ratio"], met["commands_to_noop"])),
+        (f"freshness at half the max rate ({c['max_rate_from']})", ""),
+        ("  offered / achieved commands/s",
+         f"{_fmt(paced['offered_per_s'], 0)} / {_fmt(paced['achieved_per_s'], 0)}"),
+        ("  freshness p50 / p99 (ms)", f"{_ms(fresh.get('p50_s'))} / {_ms(fresh.get('p99_s'))}"),
+        (f"    p99 (goal <= {goals['freshness_p99_s'] * 1000:.0f} ms)",
+         _goal(_times(fresh.get("p99_s"), 1000), met["freshness_p99_s"], 0)),
+        (f"device sync commands/s, backlogs of {_fmt(sync['size'])}, median of "
+         f"{len(sync['runs'])}", _fmt(sync.get("commands_per_s"), 0)),
+        (f"    goal >= {goals['sync_commands_per_s']:,}",
+         _goal(sync.get("commands_per_s"), met["sync_commands_per_s"], 0)),
+    ]  # fmt: skip
+
+
+def _times(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor
+
+
+def _goal(value: float | None, met: bool | None, digits: int = 2) -> str:
     if value is None:
         return "not measured"
-    return f"{value:.2f} {'met' if met else 'NOT met'}"
+    return f"{value:,.{digits}f} {'met' if met else 'NOT met'}"
 
 
 def _sealing_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
