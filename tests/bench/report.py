@@ -44,14 +44,64 @@ def git_commit() -> str:
     return out.stdout.strip()
 
 
-def table(r: dict[str, Any]) -> str:
-    """The figures of a run as two aligned columns."""
-    rows = [*_live_rows(r), *_catchup_rows(r), *_pipeline_rows(r), *_ceiling_rows(r),
-            *_sealing_rows(r),
-            *_proof_rows(r), *_store_rows(r), *_run_rows(r)]  # fmt: skip
+def table(r: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
+    """The figures of a run in aligned columns; with `previous` (the run before it, from the
+    history), its figures beside them, row by row."""
+    rows = _rows(r)
+    before = _previous_values(rows, previous)
+    if before is not None:
+        head = (f"previous: {previous.get('started_at', '?')} "  # type: ignore[union-attr]
+                f"{previous.get('commit', '')}")  # type: ignore[union-attr]  # fmt: skip
+        rows = [("", "this run"), *rows]
+        before = [head, *before]
     width = max(len(label) for label, _ in rows)
     value_width = max(len(value) for _, value in rows)
-    return "\n".join(f"{label:<{width}}  {value:>{value_width}}" for label, value in rows)
+    lines = [f"{label:<{width}}  {value:>{value_width}}" for label, value in rows]
+    if before is not None:
+        old_width = max(len(value) for value in before)
+        lines = [f"{line}  {old:>{old_width}}" for line, old in zip(lines, before, strict=True)]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    return [*_live_rows(r), *_catchup_rows(r), *_pipeline_rows(r), *_ceiling_rows(r),
+            *_sealing_rows(r), *_proof_rows(r), *_store_rows(r), *_run_rows(r)]  # fmt: skip
+
+
+def _previous_values(
+    rows: list[tuple[str, str]], previous: dict[str, Any] | None
+) -> list[str] | None:
+    """The previous run's value of each row (matched by label and by how often the label
+    came before), "" where it had none; None without a previous run, or one this report
+    cannot read."""
+    if not previous:
+        return None
+    try:
+        old_rows = _rows(previous)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    old: dict[tuple[str, int], str] = {}
+    seen: dict[str, int] = {}
+    for label, value in old_rows:
+        seen[label] = seen.get(label, 0) + 1
+        old[(label, seen[label])] = value
+    values, seen = [], {}
+    for label, _ in rows:
+        seen[label] = seen.get(label, 0) + 1
+        values.append(old.get((label, seen[label]), ""))
+    return values
+
+
+def previous_run(history: Path) -> dict[str, Any] | None:
+    """The last run recorded in `history` (a JSON line each), or None."""
+    with contextlib.suppress(OSError):
+        lines = [line for line in history.read_text().splitlines() if line.strip()]
+        for line in reversed(lines):
+            with contextlib.suppress(ValueError):
+                found = json.loads(line)
+                if isinstance(found, dict):
+                    return found
+    return None
 
 
 def _live_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
