@@ -17,7 +17,7 @@ COLUMNS = [
     "occurred_at",
     "recorded_at", "province_code", "commune_code", "station_id", "device_id", "operator_id",
     "channel", "phone", "detail", "previous_hash", "hash", "kafka_partition", "kafka_offset",
-    "topic_id",
+    "topic_id", "actor",
 ]  # fmt: skip
 
 _WHERE_FIELDS = ("station_id", "device_id", "operator_id", "channel", "phone")
@@ -26,7 +26,7 @@ HISTORY_COLUMNS = [
     "event_id", "event_type", "account_id", "sequence", "position", "sealed_citizen_id",
     "occurred_at",
     "recorded_at", "province_code", "commune_code", *_WHERE_FIELDS, "detail", "previous_hash",
-    "hash",
+    "hash", "actor",
 ]  # fmt: skip
 
 
@@ -51,7 +51,8 @@ def _json_default(value: Any) -> str:
 
 
 def to_row(event: dict[str, Any], partition: int, offset: int, topic_id: UUID) -> list[Any]:
-    """One audit row; the personal number itself is not stored in the read model."""
+    """One audit row; the personal number itself is not stored in the read model. The actor
+    (schema v3) is '' when the record has none (v2 and older records, access records)."""
     payload = dict(event["payload"])
     where = [str(payload.pop(name, "")) for name in _WHERE_FIELDS]
     return [
@@ -59,7 +60,7 @@ def to_row(event: dict[str, Any], partition: int, offset: int, topic_id: UUID) -
         event["position"], event["sealed_citizen_id"], event["occurred_at"],
         event["recorded_at"], event["province_code"], event["commune_code"], *where,
         orjson.dumps(payload, default=_json_default).decode(), event["previous_hash"],
-        event["hash"], partition, offset, topic_id,
+        event["hash"], partition, offset, topic_id, event.get("actor") or "",
     ]  # fmt: skip
 
 
@@ -240,6 +241,7 @@ class AuditTrail:
             item["event_id"], item["account_id"] = str(item["event_id"]), str(item["account_id"])
             for name in ("occurred_at", "recorded_at"):
                 item[name] = as_utc(item[name])
+            item["actor"] = item["actor"] or None  # none recorded (see to_row)
             item["payload"] = payload_of(item["event_type"], orjson.loads(item.pop("detail")), item)
             out.append((int(kind), item))
         return out

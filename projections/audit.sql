@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS {db}.audit_events
     hash            String,
     kafka_partition UInt16,
     kafka_offset    UInt64,
-    topic_id        UUID
+    topic_id        UUID,
+    actor           String
 )
 ENGINE = MergeTree
 ORDER BY (account_id, sequence);
@@ -40,6 +41,13 @@ CREATE TABLE IF NOT EXISTS {db}.access_events AS {db}.audit_events;
 -- models made before it was kept get the column (empty: such rows no longer verify; rebuild).
 ALTER TABLE {db}.audit_events ADD COLUMN IF NOT EXISTS sealed_citizen_id String AFTER position;
 ALTER TABLE {db}.access_events ADD COLUMN IF NOT EXISTS sealed_citizen_id String AFTER position;
+
+-- Schema v3: the principal whose command caused the event, shown to the auditor and committed
+-- to by its Merkle leaf ('' when none was recorded: older events, v2 records, access records,
+-- whose reader is in `detail`). Read models made before it get the column, empty: their rows
+-- recorded with an actor fail their proofs until rebuilt from the topic (which has it).
+ALTER TABLE {db}.audit_events ADD COLUMN IF NOT EXISTS actor String AFTER topic_id;
+ALTER TABLE {db}.access_events ADD COLUMN IF NOT EXISTS actor String AFTER topic_id;
 
 -- One row per rebuild; the latest says whether the read models hold the whole topic, or
 -- were rebuilt after events had been deleted from it (accepted loss: marked incomplete).

@@ -6,12 +6,14 @@ all of them call `leaf_bytes` on the same fields and must get the same bytes.
 
 The leaf covers everything an auditor is shown for an event: its ids, store position, sequence,
 type, event and recording times (UTC milliseconds, what the topic carries), locality, station,
-device, operator, channel, phone, the sealed personal number, the payload and the per-account
-chain link. Personal fields are committed to as their sealed (encrypted) values, never in
-clear: a leaf stays verifiable after the citizen's data key is destroyed (erasure), and says
-nothing about the citizen to whoever holds the log. The clear values an auditor is shown beside
-the sealed ones (`full_name` beside `sealed_full_name`, ...) are decrypted by the API from them
-and are not part of the leaf.
+device, operator, channel, phone, the sealed personal number, the payload, the per-account
+chain link and, since schema v3, the actor (the principal whose command caused the event) when
+one was recorded: an event without one (null or empty) has no `actor` key, so its leaf is the
+same bytes as before v3. Personal fields are committed to as their sealed (encrypted) values,
+never in clear: a leaf stays verifiable after the citizen's data key is destroyed (erasure),
+and says nothing about the citizen to whoever holds the log. The clear values an auditor is
+shown beside the sealed ones (`full_name` beside `sealed_full_name`, ...) are decrypted by the
+API from them and are not part of the leaf.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def leaf_fields(event: Mapping[str, Any]) -> dict[str, Any]:
     for name in CLEAR_FIELDS:
         if f"sealed_{name}" in payload:
             payload.pop(name, None)
-    return {
+    fields: dict[str, Any] = {
         "event_id": str(event["event_id"]).lower(),
         "event_type": str(event["event_type"]),
         "account_id": str(event["account_id"]).lower(),
@@ -74,6 +76,22 @@ def leaf_fields(event: Mapping[str, Any]) -> dict[str, Any]:
         "previous_hash": str(event.get("previous_hash") or ""),
         "hash": str(event.get("hash") or ""),
     }
+    actor = event.get("actor")
+    if actor:
+        fields["actor"] = str(actor)
+    return fields
+
+
+def without_actor(event: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`event` as a leaf signed before schema v3 saw it (no actor), or None if it has none.
+
+    Leaves signed before the leaf committed to the actor stay valid; an event recorded with an
+    actor then is shown with it now. Such a leaf proves everything but the actor, and only
+    such a leaf: a leaf that commits to an actor never matches the event without it.
+    """
+    if not event.get("actor"):
+        return None
+    return {**event, "actor": None}
 
 
 def leaf_bytes(event: Mapping[str, Any]) -> bytes:

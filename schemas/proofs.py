@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.checkpoint import Checkpoint
-from schemas.leaf import leaf_bytes
+from schemas.leaf import leaf_bytes, without_actor
 from schemas.merkle import leaf_hash, verify_consistency, verify_inclusion
 
 
@@ -55,6 +55,13 @@ class ProofReport:
     proved: int = 0
     unsigned: list[Finding] = field(default_factory=list)  # no checkpoint covers them yet
     failed: list[Finding] = field(default_factory=list)
+    # Proved by a leaf signed before the leaf committed to the actor (schema v3): everything
+    # shown but the actor is proved.
+    actor_unsigned: list[Finding] = field(default_factory=list)
+
+
+# check_item's answer for an item whose leaf was signed before schema v3 (without its actor).
+ACTOR_NOT_SIGNED = "proved without its actor: signed before the log committed to actors"
 
 
 def _finding(kind: str, item: Mapping[str, Any], reason: str) -> Finding:
@@ -63,7 +70,8 @@ def _finding(kind: str, item: Mapping[str, Any], reason: str) -> Finding:
 
 
 def check_item(item: Mapping[str, Any], checkpoint: Checkpoint) -> str | None:
-    """Why `item` (shown with its proof) is not in the tree of `checkpoint`; None if it is."""
+    """Why `item` (shown with its proof) is not in the tree of `checkpoint`; None if it is;
+    `ACTOR_NOT_SIGNED` if it is as a leaf signed before the log committed to actors."""
     proof = item.get("proof")
     if not isinstance(proof, Mapping):
         return "no proof"
@@ -77,9 +85,14 @@ def check_item(item: Mapping[str, Any], checkpoint: Checkpoint) -> str | None:
         leaf = leaf_hash(leaf_bytes(item))
     except (binascii.Error, KeyError, TypeError, ValueError) as exc:
         return f"proof or event does not parse ({type(exc).__name__})"
-    if not verify_inclusion(leaf, index, checkpoint.size, hashes, checkpoint.root):
-        return "does not match the signed log (altered, moved or not the event that was signed)"
-    return None
+    if verify_inclusion(leaf, index, checkpoint.size, hashes, checkpoint.root):
+        return None
+    legacy = without_actor(item)
+    if legacy is not None:
+        leaf = leaf_hash(leaf_bytes(legacy))
+        if verify_inclusion(leaf, index, checkpoint.size, hashes, checkpoint.root):
+            return ACTOR_NOT_SIGNED
+    return "does not match the signed log (altered, moved or not the event that was signed)"
 
 
 def check_items(
@@ -97,8 +110,10 @@ def check_items(
             report.unsigned.append(_finding(kind, item, "no checkpoint covers it yet"))
             continue
         reason = check_item(item, checkpoint)
-        if reason is None:
+        if reason is None or reason == ACTOR_NOT_SIGNED:
             report.proved += 1
+            if reason is not None:
+                report.actor_unsigned.append(_finding(kind, item, reason))
         else:
             report.failed.append(_finding(kind, item, reason))
     return report

@@ -93,13 +93,15 @@ def to_record(event: Any, position: int) -> dict[str, Any]:
     }
     if event_type == types.HISTORY_READ:
         # A read is about an account but not part of its history: no sequence, no chain link,
-        # and the personal number is not repeated.
+        # and the personal number is not repeated. Its reader is the payload's `actor` (as
+        # before schema v3); the envelope's stays null.
         record.update(
             account_id=event.account_id,
             sequence=0,
             sealed_citizen_id="",
             previous_hash="",
             hash="",
+            actor=None,
         )
     else:
         record.update(
@@ -108,5 +110,8 @@ def to_record(event: Any, position: int) -> dict[str, Any]:
             sealed_citizen_id=subject["sealed_citizen_id"],
             previous_hash=event.link["previous_hash"],
             hash=event.link["hash"],
+            # Schema v3: the principal whose command caused it (None: none was recorded, as
+            # for events stored before principals existed).
+            actor=getattr(event, "actor", "") or None,
         )
     return record

@@ -119,6 +119,8 @@ def verify_signed_history(
             "failed": [f.as_dict() for f in report.failed],
             "missing_reads": reads_missing,
             "pending_reads": len(reads_pending),
+            # signed before the log committed to actors (schema v3): all but the actor proved
+            "actor_unsigned": [f.position for f in report.actor_unsigned],
         },
     }  # fmt: skip
 

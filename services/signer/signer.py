@@ -116,6 +116,8 @@ class Signer:
                 start=leaf.position, limit=1, topics=PUBLIC_TOPICS
             )
             now = self._leaf(found[0]).hash if found and found[0].id == leaf.position else None
+            if now != signed and now is not None:
+                now = self._leaf(found[0], committed_actor=False).hash  # signed before v3
             if now != signed:
                 raise RolledBackStoreError(
                     f"the event at store position {leaf.position} (leaf {index}) is not the one "
@@ -170,8 +172,12 @@ class Signer:
         self._publish()
         return len(notifications)
 
-    def _leaf(self, notification: Any) -> Leaf:
+    def _leaf(self, notification: Any, committed_actor: bool = True) -> Leaf:
+        """The leaf of one stored event; without `committed_actor`, as a signer before schema
+        v3 made it (no actor)."""
         record = to_record(self.registry.mapper.to_domain_event(notification), notification.id)
+        if not committed_actor:
+            record["actor"] = None
         return Leaf(
             position=notification.id,
             account_id=str(record["account_id"]),

@@ -107,6 +107,9 @@ def test_an_untouched_history_verifies_here_and_offline(deployment: Deployment) 
     proofs = [e["proof"] for e in answer["events"]]
     assert all(p["tree_size"] == answer["checkpoint"]["size"] for p in proofs)
     assert answer["verification"]["signed_log"]["failed"] == []
+    assert answer["verification"]["signed_log"]["actor_unsigned"] == []
+    station, reviewer = (e["actor"] for e in answer["events"])  # the principals, proved
+    assert station.startswith("station:") and reviewer.startswith("reviewer:")
     result = offline(deployment, answer)
     assert result.ok, result.lines
     assert result.lines[-1].startswith("VERIFIED: 2 events")
@@ -144,6 +147,9 @@ def test_a_row_altered_with_its_chain_recomputed_fails(deployment: Deployment) -
         ("operator_id = 'someone-else'", "operator_id"),
         ("station_id = 'another-station'", "station_id"),
         ("position = position + 1", "position"),
+        # Schema v3: the principal who sent the command, committed to by the leaf.
+        ("actor = 'station:someone-else'", "actor"),
+        ("actor = ''", "actor"),  # hidden: a leaf that commits to an actor needs it shown
     ],
 )
 def test_a_changed_field_fails(deployment: Deployment, change: str, column: str) -> None:
@@ -319,6 +325,9 @@ def test_a_subscriber_proves_a_topic_record_by_its_position(deployment: Deployme
     assert payload["decision"] == "rejected"
     altered = {**records[1], "payload": {**payload, "decision": "approved"}}
     assert not proves(altered)
+    assert records[1]["actor"].startswith("reviewer:")
+    assert not proves({**records[1], "actor": "reviewer:someone-else"})
+    assert not proves({**records[1], "actor": None})
     missing = deployment.client.get("/v1/checkpoints/inclusion", headers=AUDITOR,
                                     params={"position": 10**9})  # fmt: skip
     assert missing.status_code == 404

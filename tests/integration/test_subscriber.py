@@ -14,6 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from schemas.chain import first_broken_link
-from schemas.codec import MAGIC, citizen_event_codec, schema_fingerprint
+from schemas.codec import MAGIC, citizen_event_codec, schema_fingerprint, schema_versions
 from services.kafka import read_credentials
 from services.registry.application import Registry
 from services.registry.commands import EraseCitizen
@@ -37,6 +38,7 @@ from tests.support.processes import ROOT
 
 V1 = ROOT / "schemas" / "citizen_event.v1.avsc"
 V2 = ROOT / "schemas" / "citizen_event.v2.avsc"
+NEWEST = schema_versions()[-1]  # the version the relay writes
 NS = "vn.project06.eid."
 SEALED = "sealed:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"  # opaque to a subscriber
 
@@ -129,9 +131,12 @@ def personal(name: str) -> bool:
 CLEAR_PERSONAL = ("citizen_id", "full_name", "date_of_birth", "sex", "reason")
 
 
-def printed(record: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """What the example prints for `record` by default: JSON types, no personal field."""
+def printed(record: dict[str, Any], *, v1_reader: bool = False, **extra: Any) -> dict[str, Any]:
+    """What the example prints for `record` by default: JSON types, no personal field; the
+    actor (v3) null when the record has none, unless read as v1."""
     out = {k: v for k, v in record.items() if not personal(k)}
+    if not v1_reader:
+        out.setdefault("actor", None)
     out["occurred_at"] = record["occurred_at"].isoformat()
     out["recorded_at"] = record["recorded_at"].isoformat()
     out["payload"] = {k: v for k, v in record["payload"][1].items() if not personal(k)}
@@ -139,13 +144,14 @@ def printed(record: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 
 def newer_schema(directory: Path) -> Path:
-    """v2 plus one optional field: what a compatible v3 would look like."""
-    schema = json.loads(V2.read_text())
+    """The newest published version plus one optional field: what a compatible later version
+    would look like (a synthetic v99, apart from every real version number)."""
+    schema = json.loads(NEWEST.read_text())
     schema["fields"].append(
         {"name": "source_system", "type": ["null", "string"], "default": None}
     )  # fmt: skip
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "citizen_event.v3.avsc"
+    path = directory / "citizen_event.v99.avsc"
     path.write_text(json.dumps(schema, indent=2))
     return path
 
@@ -197,6 +203,34 @@ def test_subscriber_decodes_what_the_relay_published(kafka_bootstrap, env_for) -
     assert "sealed" not in printed_text
     assert not any(cid in printed_text for cid in citizens)
     assert "Trần Văn Test" not in printed_text and "1990-05-01" not in printed_text
+
+
+def test_v3_records_carry_the_actor_and_a_v2_reader_drops_it(kafka_bootstrap, env_for) -> None:
+    """The relay writes v3: the principal recorded with each command is on the topic (null
+    when none was recorded); a subscriber still coding against v2 reads the same records
+    without it."""
+    settings = Settings.from_env(env_for())
+    registry = Registry(settings)
+    cid = personal_number(serial=811)
+    registry.handle(replace(register_command(cid), actor="dev-cam-ranh-01"))
+    registry.handle(replace(approve_command(cid), actor="reviewer-khanh-hoa-2"))
+    registry.handle(register_command(personal_number(serial=812)))  # no actor recorded
+    publish_all(settings, registry)
+
+    lines, stderr = run_subscriber(kafka_bootstrap, settings.kafka_topic, "--max-messages", "3",
+                                   user="subscriber")  # fmt: skip
+    assert undecodable_lines(stderr) == []
+    actors = {(line["account_id"], line["sequence"]): line["actor"] for line in lines}
+    account = str(registry.account_id(cid))
+    other = str(registry.account_id(personal_number(serial=812)))
+    assert actors == {(account, 1): "dev-cam-ranh-01", (account, 2): "reviewer-khanh-hoa-2",
+                      (other, 1): None}  # fmt: skip
+
+    old, stderr = run_subscriber(kafka_bootstrap, settings.kafka_topic, "--max-messages", "3",
+                                 "--reader-schema", str(V2), user="subscriber")  # fmt: skip
+    assert undecodable_lines(stderr) == []
+    assert [{k: v for k, v in line.items() if k != "actor"} for line in lines] == old
+    registry.close()
 
 
 def test_sealed_fields_on_request_erasure_and_the_chain_verifies(kafka_bootstrap, env_for) -> None:
@@ -277,7 +311,8 @@ def test_v1_readers_cannot_resolve_v2_and_v2_drops_v1_personal_fields(
         [f"undecodable {topic}/0/1", "cannot decode body"]
     ]
     assert "SchemaResolutionError" in stderr
-    assert v1_lines == [printed(old)]  # even a v1 reader's output leaves clear fields out
+    # even a v1 reader's output leaves clear fields out
+    assert v1_lines == [printed(old, v1_reader=True)]
 
 
 def test_old_reader_decodes_newer_writer_and_new_reader_gets_default(
@@ -294,7 +329,7 @@ def test_old_reader_decodes_newer_writer_and_new_reader_gets_default(
     ])  # fmt: skip
     extra = ("--schema-dir", str(newer.parent), "--max-messages", "2")
 
-    # Reader holds only the published versions (newest, v2, by default): the added field is
+    # Reader holds only the published versions (the newest by default): the added field is
     # dropped by resolution.
     old_reader, stderr = run_subscriber(kafka_bootstrap, topic, *extra)
     assert undecodable_lines(stderr) == []
@@ -329,15 +364,16 @@ def test_writer_schema_must_be_known_and_consumption_goes_on(kafka_bootstrap, tm
 
 def test_a_payload_branch_unknown_to_the_reader_is_skipped(kafka_bootstrap, tmp_path) -> None:
     """Adding a union branch is not forward compatible: old readers must skip those events."""
-    schema = json.loads(V2.read_text())
-    schema["fields"][-1]["type"].append(
+    schema = json.loads(NEWEST.read_text())
+    payload = next(f for f in schema["fields"] if f["name"] == "payload")
+    payload["type"].append(
         {
             "type": "record",
             "name": "CardReissued",
             "fields": [{"name": "card_serial", "type": "string"}],
         }
     )
-    path = tmp_path / "branch" / "citizen_event.v3.avsc"
+    path = tmp_path / "branch" / "citizen_event.v99.avsc"
     path.parent.mkdir()
     path.write_text(json.dumps(schema))
     topic = create_topic(kafka_bootstrap)

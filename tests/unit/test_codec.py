@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import fastavro
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -117,3 +119,47 @@ def test_the_v2_reader_resolves_v1_records_without_their_clear_personal_fields()
     assert "citizen_id" not in decoded
     assert decoded["payload"]["sealed_full_name"] == ""
     assert "Nguyễn" not in json.dumps(decoded, default=str, ensure_ascii=False)
+
+
+# --- version 3: the actor --------------------------------------------------------------------
+
+V2_PATH, V3_PATH = Path("schemas/citizen_event.v2.avsc"), Path("schemas/citizen_event.v3.avsc")
+
+
+def test_the_relay_writes_v3_and_reads_every_published_version() -> None:
+    codec = citizen_event_codec()
+    assert codec.writer == load_schema(V3_PATH)
+    data = codec.encode(record(actor="op-hanoi-007"))
+    assert data[2:10] == schema_fingerprint(load_schema(V3_PATH))
+    assert codec.decode(data)["actor"] == "op-hanoi-007"
+    assert codec.decode(codec.encode(record()))["actor"] is None  # none recorded: null
+
+
+def test_v3_is_v2_plus_an_optional_actor() -> None:
+    v2, v3 = json.loads(V2_PATH.read_text()), json.loads(V3_PATH.read_text())
+    added = [f for f in v3["fields"] if f["name"] not in {g["name"] for g in v2["fields"]}]
+    assert added == [{**added[0], "name": "actor", "type": ["null", "string"], "default": None}]
+    assert [f for f in v3["fields"] if f["name"] != "actor"] == v2["fields"]
+
+
+def test_a_v2_reader_resolves_v3_records_and_a_v3_reader_v2_records() -> None:
+    """Avro schema resolution in both directions, with fastavro alone (as a subscriber does)."""
+    v2, v3 = load_schema(V2_PATH), load_schema(V3_PATH)
+    newer = record(actor="dev-cam-ranh-01")
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, v3, newer)
+    body.seek(0)
+    old_reader = fastavro.schemaless_reader(body, v3, v2)
+    assert "actor" not in old_reader  # type: ignore[operator]
+    assert old_reader["payload"] == newer["payload"][1]  # type: ignore[call-overload,index]
+
+    older = record()
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, v2, older)
+    body.seek(0)
+    new_reader = fastavro.schemaless_reader(body, v2, v3)
+    assert new_reader["actor"] is None  # type: ignore[call-overload,index]
+    assert new_reader["commune_code"] == "22420"  # type: ignore[call-overload,index]
+    # The codec does the same by fingerprint: a v2 record on the topic decodes with actor null.
+    from_topic = AvroCodec(writer=v2, known=[]).encode(older)
+    assert citizen_event_codec().decode(from_topic)["actor"] is None

@@ -8,7 +8,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.checkpoint import Checkpoint
 from schemas.leaf import leaf_bytes, leaf_fields, utc_millis
+from schemas.merkle import leaf_hash
+from schemas.proofs import ACTOR_NOT_SIGNED, check_item, check_items, proof_json
 from services.signer.signer import fast_leaf_bytes
 
 
@@ -81,3 +84,32 @@ def test_the_signers_fast_encoding_is_the_canonical_one(
     rec = record(payload={**payload, "station_id": station}, commune_code=commune)
     assert fast_leaf_bytes(rec) == leaf_bytes(rec)
     assert leaf_fields(rec)["station_id"] == station
+
+
+def test_the_actor_is_committed_to_when_recorded_and_absent_leaves_are_as_before() -> None:
+    rec = record()
+    assert "actor" not in leaf_fields(rec)
+    # No actor (a v2 record, an access record, an event from before principals): same bytes.
+    assert leaf_bytes({**rec, "actor": None}) == leaf_bytes({**rec, "actor": ""}) == leaf_bytes(rec)
+    with_actor = record(actor="op-hanoi-007")
+    assert leaf_fields(with_actor)["actor"] == "op-hanoi-007"
+    assert fast_leaf_bytes(with_actor) == leaf_bytes(with_actor)
+    leaves = {leaf_bytes(record(actor=a)) for a in ("op-hanoi-007", "op-hanoi-008", None)}
+    assert len(leaves) == 3
+
+
+def test_a_leaf_signed_before_v3_proves_all_but_the_actor_and_only_such_a_leaf() -> None:
+    signed_before = leaf_hash(leaf_bytes(record()))  # a signer before v3: no actor committed
+    signed_after = leaf_hash(leaf_bytes(record(actor="op-1")))
+    checkpoint = Checkpoint("test/log", 1, signed_before)
+    shown = {**record(actor="op-1"), "proof": proof_json(0, 1, [])}
+    assert check_item(shown, checkpoint) == ACTOR_NOT_SIGNED
+    report = check_items([shown], "event", checkpoint)
+    assert report.proved == 1 and [f.position for f in report.actor_unsigned] == [17]
+    # Signed with its actor: another actor, or none shown, fails; the right one is proved.
+    checkpoint = Checkpoint("test/log", 1, signed_after)
+    assert check_item(shown, checkpoint) is None
+    for actor in ("op-2", None, ""):
+        tampered = {**shown, "actor": actor}
+        reason = check_item(tampered, checkpoint)
+        assert reason is not None and reason != ACTOR_NOT_SIGNED
