@@ -12,7 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import AuthorizationError, TopicAlreadyExistsError
 
 from services.health import ComponentHealth, FatalError
 from services.settings import KAFKA_PRINCIPALS, Settings
@@ -160,8 +160,17 @@ def wait_for_broker(connection: Connection, timeout: float = 60.0) -> None:
             admin = KafkaAdminClient(**connection)
         except Exception as exc:  # broker not up yet
             if time.monotonic() > deadline:
-                where = connection.get("bootstrap_servers")
-                raise TimeoutError(f"Kafka at {where} did not answer") from exc
+                where, user = (
+                    connection.get("bootstrap_servers"),
+                    connection.get("sasl_plain_username"),
+                )
+                login = (
+                    f" or refused the login of {user} (its password: KAFKA_PASSWORD_{user.upper()}"
+                    " or KAFKA_CREDENTIALS_FILE)"
+                    if user
+                    else ""
+                )
+                raise TimeoutError(f"Kafka at {where} did not answer{login}") from exc
             time.sleep(0.5)
         else:
             admin.close()
@@ -193,6 +202,13 @@ def run_restarting(
             health.failed(exc)
             log.error("%s stopped: %s", health.name, exc)
             raise
+        except AuthorizationError as exc:  # healed by an operator granting, without a restart
+            health.retrying(exc)
+            log.error("%s is not allowed to do this on the broker (%s): grant this "
+                      "deployment's ACLs (python -m services.kafka_acl grant); retrying in %.1f s",
+                      health.name, type(exc).__name__, backoff)  # fmt: skip
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 10.0)
         except Exception as exc:
             health.retrying(exc)
             log.warning("%s failed (%s); starting over in %.1f s", health.name, health.detail,
