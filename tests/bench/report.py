@@ -158,6 +158,7 @@ def _pipeline_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         figures = f"{_fmt(rate.get(ours), 0)} / {_fmt(rate.get(raw), 0)}"
         rows.append((f"  {label}", figures))
         rows.append((f"    ratio (goal >= {p.get('goal')})", _goal(ratio.get(key), met.get(key))))
+    rows.append(("  raw consumer + Avro decode (no goal)", _fmt(rate.get("decode"), 0)))
     return rows
 
 
