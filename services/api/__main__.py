@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
         "Unless --no-projector, the projector runs in this process (the embedded ClickHouse "
         "engine allows one process per data directory). Unless --no-signer, the signer of the "
         "Merkle log runs here too (or run `python -m services.signer` apart). Principals' "
-        "credentials are read from CREDENTIALS_STORE (`python -m services.credentials`). "
+        "credentials are read from CREDENTIALS_STORE, or with EVENT_STORE=postgres from "
+        "the event store's database (`python -m services.credentials`). "
         "Without AUTH_TOKENS (a development shortcut: one nation-wide principal per role), "
         "role tokens are generated into VAR_DIR/auth_tokens and printed.",
     )

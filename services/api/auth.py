@@ -47,13 +47,13 @@ def shortcut_principal(token: str, settings: Settings) -> Principal | None:
     return Principal(f"{role}:{hashlib.sha256(token.encode()).hexdigest()[:12]}", role)
 
 
-async def authenticate(token: str, settings: Settings) -> Principal | None:
+async def authenticate(token: str, settings: Settings, store: CredentialStore) -> Principal | None:
     """The principal holding `token`: a shortcut entry, else a live credential of the store
     (read on every call, no cache: a revoked token fails on the next one)."""
     principal = shortcut_principal(token, settings)
     if principal is not None:
         return principal
-    return await run_in_threadpool(CredentialStore(settings.credentials_store).lookup, token)
+    return await run_in_threadpool(store.lookup, token)
 
 
 def require(*roles: str, query_token: bool = False) -> Callable[[Request], Awaitable[str]]:
@@ -71,7 +71,8 @@ def require(*roles: str, query_token: bool = False) -> Callable[[Request], Await
         if scheme.lower() != "bearer" or not token:
             token = request.query_params.get("token", "") if query_token else ""
         settings: Settings = request.app.state.settings
-        principal = await authenticate(token, settings) if token else None
+        store: CredentialStore = request.app.state.backbone.credentials
+        principal = await authenticate(token, settings, store) if token else None
         if principal is None:
             raise ApiError(401, "unauthenticated", "a valid bearer token is required")
         if principal.role not in allowed:

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from projections.audit import AuditTrail, audit_trail
 from projections.runner import Projector, ProjectorOptions, access_projector
 from services.api.feed import Feed
+from services.credentials import CredentialStore, open_credential_store
 from services.health import ComponentHealth, FatalError
 from services.metrics import (
     EventStoreCollector,
@@ -52,6 +53,8 @@ class Backbone:
     log: TreeStore | None = None  # the signed log, read for proofs (None: not opened)
     signer: Signer | None = None  # embedded unless the API runs with --no-signer
     signer_thread: threading.Thread | None = None
+    # Principals and the command buckets (rate limits) every API process on the store shares.
+    credentials: CredentialStore | None = None
 
     def projectors(self) -> list[tuple[str, Projector, threading.Thread | None]]:
         """The embedded projectors, by component name, with their threads."""
@@ -81,6 +84,8 @@ class Backbone:
         self.registry.close()
         if self.log is not None:
             self.log.close()
+        if self.credentials is not None:
+            self.credentials.close()
 
 
 def build(
@@ -95,6 +100,7 @@ def build(
     trail = audit_trail(settings.clickhouse_url, settings.clickhouse_database)
     metrics = metrics or Metrics()
     backbone = Backbone(settings, registry, trail, CommandBatcher(registry), metrics=metrics)
+    backbone.credentials = open_credential_store(settings)
     watched: list[Collector] = [EventStoreCollector(registry.recorder.max_notification_id)]
     healths = []
     if embedded_projector:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import math
-import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.errors import ApiError
@@ -62,39 +60,18 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-class RateLimiter:
-    """A token bucket per principal: `burst` commands at once, refilled at `rate` per second."""
-
-    def __init__(
-        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.rate, self.burst, self.clock = rate, burst, clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # principal -> (tokens, at)
-        self._lock = threading.Lock()
-
-    def take(self, principal_id: str) -> float:
-        """0 if the principal may send a command now (and count it), else seconds to wait."""
-        with self._lock:
-            now = self.clock()
-            tokens, at = self._buckets.get(principal_id, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - at) * self.rate)
-            if tokens < 1:
-                self._buckets[principal_id] = (tokens, now)
-                return (1 - tokens) / self.rate
-            self._buckets[principal_id] = (tokens - 1, now)
-            return 0.0
-
-
 async def rate_limited(request: Request) -> None:
     """A dependency after `require`: 429 `rate_limited` with Retry-After once the principal's
-    bucket is empty (sized so that a station's day, a few hundred commands, never meets it)."""
+    bucket is empty (sized so that a station's day, a few hundred commands, never meets it).
+
+    The bucket lives in the credential store, updated in one statement per command, so every
+    API process on one store counts against one limit per principal."""
     state = request.app.state
-    limiter: RateLimiter | None = getattr(state, "command_limiter", None)
-    if limiter is None:
-        limiter = state.command_limiter = RateLimiter(
-            state.settings.command_rate, state.settings.command_burst
-        )
-    wait = limiter.take(request.state.principal.id)
+    settings = state.settings
+    store = state.backbone.credentials
+    wait = await run_in_threadpool(
+        store.take, request.state.principal.id, settings.command_rate, settings.command_burst
+    )
     if wait > 0:
         err = ApiError(429, "rate_limited", "too many commands from this principal; retry later")
         err.headers["Retry-After"] = str(math.ceil(wait))

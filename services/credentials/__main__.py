@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 
-from services.credentials import KINDS, ROLES, CredentialStore, Principal
+from services.credentials import (
+    KINDS,
+    ROLES,
+    CredentialStore,
+    Principal,
+    open_credential_store,
+)
 from services.settings import Settings
 
 
@@ -13,7 +19,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m services.credentials",
         description="Credentials of principals (operators, devices, services) in "
-        "CREDENTIALS_STORE (default VAR_DIR/credentials.sqlite). A token is printed once, when "
+        "CREDENTIALS_STORE (default VAR_DIR/credentials.sqlite), or with EVENT_STORE=postgres "
+        "in table principals of the event store's database and schema (POSTGRES_*). "
+        "A token is printed once, when "
         "it is made (add, rotate); only its SHA-256 is stored. A revocation or rotation takes "
         "effect on the API's next request.",
     )
@@ -60,7 +68,7 @@ def starter(store: CredentialStore) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    store = CredentialStore(Settings.from_env().credentials_store)
+    store = open_credential_store(Settings.from_env())
     try:
         if args.action == "add":
             communes = tuple(c for c in args.communes.split(",") if c)
@@ -83,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, LookupError) as exc:
         print(f"error: {exc}")
         return 1
+    finally:
+        store.close()
     return 0
 
 

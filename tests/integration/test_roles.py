@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from services import pg
 from services.api.app import create_app
-from services.credentials import CredentialStore, Principal
+from services.credentials import Principal, token_hash
 from services.settings import ROLES, Settings
 from tests.support.environment import bearer
 from tests.support.factories import registration_body
@@ -55,7 +56,7 @@ def position(backbone: Any) -> int:
 
 def principal(backbone: Any, pid: str, role: str, **scope: Any) -> dict[str, str]:
     """A principal added to the deployment's credential store; its Authorization header."""
-    token = CredentialStore(backbone.settings.credentials_store).add(Principal(pid, role, **scope))
+    token = backbone.credentials.add(Principal(pid, role, **scope))
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -227,7 +228,7 @@ def test_death_records_reconciled_by_an_admin_record_that_admin(api) -> None:
 
 def test_a_revoked_token_is_refused_on_the_next_call_and_a_rotated_one_at_once(api) -> None:
     client, backbone = api
-    store = CredentialStore(backbone.settings.credentials_store)
+    store = backbone.credentials
     viewer = principal(backbone, "room-cam-ranh", "viewer")
     progress = {"level": "province", "code": "56"}
     assert client.get("/v1/progress", params=progress, headers=viewer).status_code == 200
@@ -243,13 +244,26 @@ def test_a_revoked_token_is_refused_on_the_next_call_and_a_rotated_one_at_once(a
 
 def test_only_token_hashes_are_stored(api) -> None:
     _, backbone = api
-    store = CredentialStore(backbone.settings.credentials_store)
+    store = backbone.credentials
     token = store.add(Principal("dev-cr-5", "station", "device", "st-cam-ranh"))
     rotated = store.rotate("dev-cr-5")
-    stored = b"".join(p.read_bytes() for p in store.path.parent.glob(store.path.name + "*"))
-    assert token.encode() not in stored and rotated.encode() not in stored
+    assert token.encode() not in stored_bytes(backbone.settings)
+    assert rotated.encode() not in stored_bytes(backbone.settings)
+    assert token_hash(rotated).encode() in stored_bytes(backbone.settings)
     assert store.lookup(rotated) == Principal("dev-cr-5", "station", "device", "st-cam-ranh")
     assert store.lookup(token) is None
+
+
+def stored_bytes(settings: Settings) -> bytes:
+    """Everything the credential store holds: the SQLite file (and its WAL), or every row of
+    the PostgreSQL table as text."""
+    if settings.event_store != "postgres":
+        path = settings.credentials_store
+        return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+    with pg.connect(settings) as conn:
+        rows = conn.execute("SELECT principals::text FROM principals").fetchall()
+    assert not settings.credentials_store.exists()  # nothing in a file beside it
+    return "\n".join(str(row[0]) for row in rows).encode()
 
 
 @pytest.fixture
