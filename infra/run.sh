@@ -37,6 +37,7 @@ trap stop_all INT TERM EXIT
 "$PY" -m services.kafka_acl grant
 
 # Starter credentials: a station device scoped to one commune, in VAR_DIR/credentials.sqlite
+# (with EVENT_STORE=postgres: the table principals beside the events)
 # (its token printed when first made); the API prints the role-named AUTH_TOKENS shortcut.
 echo "Scoped credential (python -m services.credentials --help):"
 echo "  $("$PY" -m services.credentials starter)"
