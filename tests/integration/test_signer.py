@@ -18,6 +18,7 @@ from schemas.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from schemas.proofs import check_items, proof_json
 from services.registry.application import Registry
 from services.relay.mapping import PUBLIC_TOPICS, to_record
 from services.settings import Settings
@@ -265,3 +266,47 @@ def test_two_signers_on_one_tree_store_extend_one_log(settings: Settings) -> Non
         assert older is not None
         proof = tree.consistency_proof(old, latest.size)
         assert verify_consistency(old, latest.size, older.root, latest.root, proof)
+
+
+def test_a_log_signed_before_schema_v3_is_kept_and_proves_all_but_the_actor(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events recorded with an actor and signed by a signer before v3 (leaves without it): the
+    signer of v3 starts on that log, signs new events with their actor, and a history check
+    proves the old ones but their actor (actor_unsigned), the new ones with it."""
+    registry = Registry(settings)
+    for i in range(3):
+        registry.handle(dataclasses.replace(register_command(), actor=f"dev-before-{i}"))
+    before_v3 = lambda event, position: {**to_record(event, position), "actor": None}  # noqa: E731
+    monkeypatch.setattr("services.signer.signer.to_record", before_v3)
+    old = Signer(settings, registry, QUIET)
+    old.start()
+    signed_up(old)
+    old.tree.close()
+    monkeypatch.undo()
+
+    everything = dataclasses.replace(QUIET, samples=10)  # every old leaf checked at start
+    signer = Signer(settings, registry, everything)
+    signer.start()  # not refused: the store still holds what was signed
+    registry.handle(dataclasses.replace(register_command(), actor="dev-after"))
+    signed_up(signer)
+
+    shown = records(registry)
+    assert [r["actor"] for r in shown] == [*(f"dev-before-{i}" for i in range(3)), "dev-after"]
+    latest = signer.tree.latest_checkpoint()
+    assert latest is not None
+    index = signer.tree.indexes_of([int(r["position"]) for r in shown])  # type: ignore[call-overload]
+    proofs = signer.tree.inclusion_proofs(sorted(index.values()), latest.size)
+    for record in shown:
+        at = index[int(record["position"])]  # type: ignore[call-overload]
+        record["proof"] = proof_json(at, latest.size, proofs[at])
+    checkpoint = Checkpoint(settings.checkpoint_origin, latest.size, latest.root)
+    report = check_items(shown, "event", checkpoint)
+    assert report.failed == [] and report.proved == 4
+    assert [f.position for f in report.actor_unsigned] == [r["position"] for r in shown[:3]]
+    # The new leaf commits to its actor: another one, or none, fails.
+    for actor in ("dev-someone-else", None):
+        tampered = check_items([{**shown[3], "actor": actor}], "event", checkpoint)
+        assert len(tampered.failed) == 1 and tampered.actor_unsigned == []
+    registry.close()
+    signer.tree.close()
