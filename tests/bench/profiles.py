@@ -15,6 +15,12 @@ then each part runs under cProfile, one after the other, single-threaded:
 Each part's top functions (own time and cumulative) go to `--out`/<part>.txt; a summary is
 printed. The figures are slower than the bench's (the profiler's own cost): read them as
 shares, not rates.
+
+First, on a deployment of its own, `api`: the API process (relay beside it) under wrk on
+`POST /v1/registrations`, sampled by py-spy (`--gil`: only the thread holding the GIL, so the
+shares are of the one core Python code can use), when py-spy is installed (`pip install
+py-spy`; not a dependency of the project) and wrk is: each thread's share, and the functions
+that hold most of the main (event loop) thread, in `--out`/api.txt.
 """
 
 from __future__ import annotations
@@ -26,14 +32,22 @@ import json
 import os
 import pstats
 import random
+import shutil
+import subprocess
+import sys
 import time
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.bench.deployment import broker_address, make_deployment
+import httpx
+
+from tests.bench.ceiling import wrk_run
+from tests.bench.deployment import broker_address, make_deployment, wait_healthy
 from tests.bench.workload import registration
+from tests.support.api import api_and_relay
 from tests.support.factories import VN
 from tests.support.processes import ROOT
 
@@ -68,6 +82,71 @@ def profiled(name: str, out: Path, work: Callable[[], int]) -> dict[str, Any]:
     return {"events": events, "seconds": seconds, "own_time_shares": shares}
 
 
+def py_spy() -> str | None:
+    """The py-spy binary: on PATH or beside this Python."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+
+
+def api_profile(var_dir: Path, out: Path, seconds: int) -> dict[str, Any]:
+    """The API under wrk for `seconds`, sampled by py-spy; shares per thread and function."""
+    spy, wrk = py_spy(), shutil.which("wrk")
+    if spy is None or wrk is None:
+        print(f"api: skipped ({'py-spy' if spy is None else 'wrk'} not found)", flush=True)
+        return {}
+    dep = make_deployment(var_dir, {"EVENT_STORE": "sqlite"})
+    raw = out / "api-samples.txt"
+    url, token = f"{dep.base}/v1/registrations", dep.tokens["station"]
+    with api_and_relay(dep.env, dep.dir) as procs, httpx.Client() as client:
+        wait_healthy(client, dep, procs["api"], time.monotonic() + 120)
+        wrk_run(url, token, 0, 2, 16, time.monotonic() + 60)  # warm-up
+        command = [spy, "record", "--pid", str(procs["api"].pid), "--duration", str(seconds + 2),
+                   "--rate", "100", "--nonblocking", "--gil", "--threads", "--format", "raw",
+                   "-o", str(raw)]  # fmt: skip
+        sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(1)
+        run = wrk_run(url, token, 1_000_000, seconds, 16, time.monotonic() + seconds + 60)
+        try:
+            sampler.wait(timeout=seconds + 30)
+        except subprocess.TimeoutExpired:
+            sampler.kill()
+    if not raw.exists():
+        print("api: py-spy recorded nothing (ptrace not permitted?)", flush=True)
+        return {"wrk_ok_per_s": run["ok_per_s"]}
+    report = summarize_samples(raw)
+    (out / "api.txt").write_text(f"wrk: {run['ok_per_s']:,.0f} registrations/s while sampled\n"
+                                 + report)  # fmt: skip
+    print(f"api: {run['ok_per_s']:,.0f} registrations/s under py-spy --gil", flush=True)
+    print("\n".join(report.splitlines()[:12]), flush=True)
+    return {"wrk_ok_per_s": run["ok_per_s"], "deployment": str(dep.dir)}
+
+
+def summarize_samples(raw: Path, top: int = 40) -> str:
+    """py-spy's raw stacks: each thread's share of the samples, then for the three busiest
+    threads the functions found in most of their samples (inclusive)."""
+    threads: Counter[str] = Counter()
+    inclusive: dict[str, Counter[str]] = defaultdict(Counter)
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = stack.split(";")
+        name = frames[0].split(":", 1)[-1].strip() if frames else "?"
+        n = int(count)
+        total += n
+        threads[name] += n
+        for function in {frame.split(" (")[0] + " (" + frame.rsplit(" (", 1)[-1].split(":")[0]
+                         + ")" for frame in frames[1:]}:  # fmt: skip
+            inclusive[name][function] += n
+    lines = [f"{total} samples holding the GIL"]
+    lines += [f"{n / total:6.1%}  thread {name}" for name, n in threads.most_common(8)]
+    for name, n in threads.most_common(3):
+        lines.append(f"\nthread {name}: functions by share of its samples (inclusive)")
+        lines += [f"  {k / n:6.1%}  {fn}" for fn, k in inclusive[name].most_common(top)]
+    return "\n".join(lines) + "\n"
+
+
 def backlog_body(device: str, first: int) -> bytes:
     rng, now = random.Random(), datetime.now(VN)
     items = [{**registration(i, first, rng, now), "device_id": device, "type": "registration"}
@@ -79,11 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.profiles")
     parser.add_argument("-n", "--count", type=int, default=10000, help="registrations")
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench-profiles")
+    parser.add_argument("--api-seconds", type=int, default=10, help="0: no API profile")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     var_dir = Path(os.environ.get("VAR_DIR", str(ROOT / "var"))).resolve()
     host, port = broker_address()
     print(f"broker {host}:{port}", flush=True)
+    api = api_profile(var_dir, args.out, args.api_seconds) if args.api_seconds else {}
     dep = make_deployment(var_dir, {"EVENT_STORE": "sqlite"})
     os.environ.update(dep.env)
 
@@ -104,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     registry = Registry(settings)
     principal = Principal(id="bench", role="station")
-    results: dict[str, Any] = {"deployment": str(dep.dir), "n": args.count}
+    results: dict[str, Any] = {"deployment": str(dep.dir), "n": args.count, "api": api}
     first = random.randrange(1_000_000 - args.count - 2 * SYNC_SIZE)
 
     def prepare(body: bytes) -> list[Any]:
