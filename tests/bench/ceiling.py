@@ -289,7 +289,7 @@ def post_paced(
 def _max_rate(found: dict[str, Any], fallback_rate: float) -> tuple[float, str]:
     if "commands" in found:
         return float(found["commands"]["ok_per_s"]), "wrk"
-    return fallback_rate, "the bench's own client (no wrk)"
+    return fallback_rate, "max from the bench's client, no wrk"
 
 
 def _ratio(found: dict[str, Any]) -> float | None:

@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     relay.start()
 
     def publish() -> int:
-        while relay.step():
+        end = time.monotonic() + 300
+        while relay.step() and time.monotonic() < end:
             pass
         return relay.published
 
