@@ -101,6 +101,11 @@ def verify_answer(
         )
         if len(report.unsigned):
             result.lines.append(f"({len(report.unsigned)} newer reads are not signed yet)")
+        if report.actor_unsigned:
+            result.lines.append(
+                f"({len(report.actor_unsigned)} events were signed before the log committed to "
+                "actors: everything shown of them is proved but their actor)"
+            )
     return result
 
 
