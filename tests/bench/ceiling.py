@@ -53,6 +53,7 @@ SYNC_SIZE = 5000
 PACED_SECONDS = 20.0
 PACED_MAX = 10_000
 PACED_WORKERS = 32
+WARMUP_COMMANDS = 3  # before the paced ones, each waited for until projected
 
 
 def ceiling_bench(
@@ -223,10 +224,12 @@ def paced_freshness(
     count = max(1, min(PACED_MAX, int(rate * PACED_SECONDS)))
     dep = make_deployment(var_dir, store)
     print(f"paced: {count} registrations at {rate:,.0f}/s (half the maximum)", flush=True)
+    bodies = registrations(count + WARMUP_COMMANDS)
     with api_and_relay(dep.env, dep.dir) as procs, httpx.Client() as client:
         wait_healthy(client, dep, procs["api"], deadline.within(120))
-        posted = post_paced(dep, registrations(count), rate, deadline.within(PACED_SECONDS * 3))
-        counted, _ = wait_counted(client, dep, posted.ok, procs, deadline.within(180))
+        warm = warm_up(client, dep, bodies[:WARMUP_COMMANDS], procs, deadline)
+        posted = post_paced(dep, bodies[WARMUP_COMMANDS:], rate, deadline.within(PACED_SECONDS * 3))
+        counted, _ = wait_counted(client, dep, warm + posted.ok, procs, deadline.within(180))
         fresh = freshness(client, dep) if counted else {}
     achieved = posted.ok / posted.elapsed_s if posted.elapsed_s else 0.0
     latencies = sorted(posted.latencies_s) or [0.0]
@@ -238,12 +241,32 @@ def paced_freshness(
         "achieved_per_s": achieved,
         "sent": count,
         "accepted": posted.ok,
+        "warm_up": warm,
         "errors": dict(posted.errors.most_common(5)),
         "counted": counted,
         "post_latency_p50_s": statistics.median(latencies),
         "post_latency_p99_s": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
         "freshness": fresh,
     }
+
+
+def warm_up(
+    client: httpx.Client,
+    dep: Deployment,
+    bodies: list[dict[str, Any]],
+    procs: dict[str, subprocess.Popen[str]],
+    deadline: Deadline,
+) -> int:
+    """A few registrations one at a time, each waited for until projected: the first INSERT
+    and the first transactions pay for imports and connections once, not the paced ones.
+    They stay in the freshness window (it counts whole minutes), a few among thousands."""
+    done = 0
+    with httpx.Client(headers=dep.headers("station"), timeout=30) as station:
+        for body in bodies:
+            if post_one(station, f"{dep.base}/v1/registrations", body) is None:
+                done += 1
+            wait_counted(client, dep, done, procs, deadline.within(60))
+    return done
 
 
 def post_paced(
@@ -332,6 +355,7 @@ def ceiling_problems(found: dict[str, Any]) -> list[str]:
     if not paced["counted"]:
         problems.append("paced: not every registration was projected in time")
     events = paced.get("freshness", {}).get("events")
-    if events is not None and events != paced["accepted"]:
-        problems.append(f"paced: freshness saw {events} events, {paced['accepted']} accepted")
+    if events is not None and events != paced["accepted"] + paced["warm_up"]:
+        problems.append(f"paced: freshness saw {events} events, {paced['accepted']} accepted "
+                        f"and {paced['warm_up']} warm-up")  # fmt: skip
     return problems
