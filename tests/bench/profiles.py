@@ -260,7 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         "rebuild", args.out, lambda: int(rebuild(settings, show_progress=False)["stored"])
     )
     (args.out / "summary.json").write_text(json.dumps(results, indent=2))
-    print(f"profiles in {args.out}; deployment {dep.dir}", flush=True)
+    for directory in (dep.dir, api.get("deployment")):
+        if directory:
+            shutil.rmtree(directory, ignore_errors=True)
+    print(f"profiles in {args.out}", flush=True)
     return 0
 
 
