@@ -28,7 +28,7 @@ from tests.bench.history import history_problems
 from tests.bench.live import live_problems, live_run
 from tests.bench.pipeline import pipeline_bench, pipeline_problems
 from tests.bench.proofs import proofs_bench, proofs_problems
-from tests.bench.report import git_commit, machine, previous_run, save, table
+from tests.bench.report import git_commit, load_average, machine, previous_run, save, table
 from tests.bench.sealing import sealing_bench, sealing_problems
 from tests.bench.stores import bench_store, store_env, stores_bench, stores_problems
 from tests.support.broker import running_broker
@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     problems = run(args, deadline, results)
     results["problems"], results["ok"] = problems, not problems
     results["elapsed_s"] = args.timeout - deadline.remaining()
+    results["load_end"] = load_average()
     history = args.var_dir / "bench-history.jsonl"
     print("\n" + table(results, previous_run(history)))
     save(results, args.out, history)

@@ -26,7 +26,16 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "cpu": cpu,
         "kernel": platform.release(),
+        "load_start": load_average(),  # other work on the machine: the figures are shared
     }
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average (None where the system has none)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
 
 
 def git_commit() -> str:
@@ -255,8 +264,10 @@ def _store_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _run_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     m = r["machine"]
+    start, end = m.get("load_start"), r.get("load_end")
     return [
         ("machine", f"nproc {m['nproc']}, Python {m['python']}"),
+        ("load average (1 min) at start / end", f"{_fmt(start, 2)} / {_fmt(end, 2)}"),
         ("result", "OK" if r["ok"] else "FAILED"),
     ]
 
