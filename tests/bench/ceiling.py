@@ -188,8 +188,16 @@ def sync_backlogs(dep: Deployment, rounds: int, deadline: Deadline) -> dict[str,
             device = f"dev-sync-{os.getpid()}-{k}"
             body = _backlog(device, first + k * SYNC_SIZE, rng)
             began = time.perf_counter()
-            response = client.post(f"{dep.base}/v1/sync", content=body,
-                                   headers={"Content-Type": "application/json"})  # fmt: skip
+            try:
+                response = client.post(f"{dep.base}/v1/sync", content=body,
+                                       headers={"Content-Type": "application/json"})  # fmt: skip
+            except httpx.HTTPError as exc:  # counted as not created; the next backlog is tried
+                failed = f"{type(exc).__name__}: {exc}"[:200]
+                took = time.perf_counter() - began
+                print(f"sync: backlog {k + 1} failed after {took:.1f} s: {failed}", flush=True)
+                runs.append({"status": failed, "summary": {}, "seconds": took,
+                             "commands_per_s": 0.0})  # fmt: skip
+                continue
             seconds = time.perf_counter() - began
             summary = response.json().get("summary", {}) if response.status_code == 200 else {}
             created = int(summary.get("created", 0))
