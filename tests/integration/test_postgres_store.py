@@ -25,8 +25,9 @@ def pg_settings(postgres: Cluster, tmp_path: Path) -> Iterator[Settings]:
     """A fresh deployment on its own schema of the session's cluster."""
     with postgres.fresh_schema() as schema:
         # no broker is used here: PLAINTEXT, so no ACLs are asked for
+        no_broker = {"KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
         env = deployment_env(tmp_path / "var", "127.0.0.1:9092", **postgres.env(),
-                             POSTGRES_SCHEMA=schema, KAFKA_SECURITY_PROTOCOL="PLAINTEXT")  # fmt: skip
+                             POSTGRES_SCHEMA=schema, **no_broker)  # fmt: skip
         yield Settings.from_env(env)
 
 
