@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from projections.audit import AuditTrail, audit_trail
 from projections.runner import Projector, ProjectorOptions, access_projector
 from services.api.feed import Feed
+from services.api.limits import CommandLimit
 from services.credentials import CredentialStore, open_credential_store
 from services.health import ComponentHealth, FatalError
 from services.metrics import (
@@ -55,6 +56,7 @@ class Backbone:
     signer_thread: threading.Thread | None = None
     # Principals and the command buckets (rate limits) every API process on the store shares.
     credentials: CredentialStore | None = None
+    command_limit: CommandLimit | None = None  # tokens leased from those buckets, per process
 
     def projectors(self) -> list[tuple[str, Projector, threading.Thread | None]]:
         """The embedded projectors, by component name, with their threads."""
@@ -101,6 +103,9 @@ def build(
     metrics = metrics or Metrics()
     backbone = Backbone(settings, registry, trail, CommandBatcher(registry), metrics=metrics)
     backbone.credentials = open_credential_store(settings)
+    backbone.command_limit = CommandLimit(
+        backbone.credentials, settings.command_rate, settings.command_burst
+    )
     watched: list[Collector] = [EventStoreCollector(registry.recorder.max_notification_id)]
     healths = []
     if embedded_projector:

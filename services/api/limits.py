@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
@@ -11,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.errors import ApiError
 from services.api.responses import OrjsonResponse
+from services.credentials import CredentialStore
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:
@@ -60,18 +64,66 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class CommandLimit:
+    """Per-principal command tokens, leased from the shared bucket (the credential store) in
+    lots and spent from memory: a principal that sends one command now and then takes one
+    token per statement, as before; one that keeps sending gets lots that double (up to
+    LOT_MAX, and a tenth of the burst) while each is spent within LEASE_SECONDS. Unspent
+    tokens expire with their lease (they are not given back): every process together never
+    admits more than the shared bucket allows, and at most a lot per process goes unused."""
+
+    LOT_MAX = 64
+    LEASE_SECONDS = 1.0
+
+    def __init__(
+        self,
+        store: CredentialStore,
+        rate: float,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store, self.rate, self.burst, self.clock = store, rate, burst, clock
+        self._leases: dict[str, tuple[int, float, int]] = {}  # id -> (left, expires, lot)
+        self._lock = threading.Lock()
+
+    def spend(self, principal_id: str) -> bool:
+        """One token from a live lease in memory, if there is one."""
+        now = self.clock()
+        with self._lock:
+            left, expires, lot = self._leases.get(principal_id, (0, 0.0, 1))
+            if left and now < expires:
+                self._leases[principal_id] = (left - 1, expires, lot)
+                return True
+        return False
+
+    def lease(self, principal_id: str) -> float:
+        """A new lease from the shared bucket, one token of it spent: 0, or the seconds to
+        wait when the bucket had none (blocking: call it from a worker thread)."""
+        now = self.clock()
+        with self._lock:
+            _, expires, lot = self._leases.get(principal_id, (0, 0.0, 1))
+        # the last lot was spent before it expired: the principal keeps sending, double it
+        cap = max(1, min(self.LOT_MAX, self.burst // 10))
+        lot = min(cap, lot * 2) if now < expires else 1
+        taken, wait = self.store.lease(principal_id, self.rate, self.burst, lot)
+        with self._lock:
+            self._leases[principal_id] = (max(taken - 1, 0), now + self.LEASE_SECONDS, lot)
+        return wait
+
+
 async def rate_limited(request: Request) -> None:
     """A dependency after `require`: 429 `rate_limited` with Retry-After once the principal's
     bucket is empty (sized so that a station's day, a few hundred commands, never meets it).
 
-    The bucket lives in the credential store, updated in one statement per command, so every
-    API process on one store counts against one limit per principal."""
-    state = request.app.state
-    settings = state.settings
-    store = state.backbone.credentials
-    wait = await run_in_threadpool(
-        store.take, request.state.principal.id, settings.command_rate, settings.command_burst
-    )
+    The bucket lives in the credential store, shared by every API process on one store; each
+    process leases tokens from it in lots (CommandLimit), so most commands touch no store."""
+    limit: CommandLimit | None = request.app.state.backbone.command_limit
+    if limit is None:  # an app built without a credential store
+        return
+    principal_id = request.state.principal.id
+    if limit.spend(principal_id):
+        return
+    wait = await run_in_threadpool(limit.lease, principal_id)
     if wait > 0:
         err = ApiError(429, "rate_limited", "too many commands from this principal; retry later")
         err.headers["Retry-After"] = str(math.ceil(wait))

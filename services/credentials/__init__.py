@@ -3,7 +3,7 @@ the per-principal command buckets (rate limits) every API process of a deploymen
 
 Two stores with the same semantics, picked by `open_credential_store(settings)`: a SQLite file
 (`CREDENTIALS_STORE`, the embedded default) or, with `EVENT_STORE=postgres`, tables in the event
-store's database and schema (`principals`, `command_buckets`), so that every API process and the
+store's database and schema (`principals`, `command_tokens`), so that every API process and the
 credentials tool on any host see one set of principals and one limit per principal.
 """
 
@@ -96,6 +96,10 @@ class CredentialStore(Protocol):
         `rate` per second), in one atomic statement shared by every process on this store:
         0 if it may send a command now (and it is counted), else the seconds to wait."""
 
+    def lease(self, principal_id: str, rate: float, burst: int, n: int) -> tuple[int, float]:
+        """Take up to `n` whole tokens at once (a lease an API process spends from memory):
+        (how many were taken, 0 or the seconds to wait when none was)."""
+
     def close(self) -> None: ...
 
 
@@ -107,15 +111,21 @@ def open_credential_store(settings: Settings) -> CredentialStore:
     return SqliteCredentialStore(settings.credentials_store)
 
 
-def _wait(tokens: float, granted: bool, rate: float) -> float:
-    if granted:
+def take_one(store: CredentialStore, principal_id: str, rate: float, burst: int) -> float:
+    """`CredentialStore.take` through its lease of one."""
+    return store.lease(principal_id, rate, burst, 1)[1]
+
+
+def _wait(tokens: float, taken: int, rate: float) -> float:
+    if taken:
         return 0.0
     return (1 - tokens) / rate if rate > 0 else RETRY_WITHOUT_RATE
 
 
-def _first(burst: int) -> float:
-    """A new bucket's tokens after its first command (a full bucket, less the one taken)."""
-    return float(burst - 1 if burst >= 1 else burst)
+def _first(burst: int, n: int) -> dict[str, float]:
+    """A new bucket after its first lease: full, less the up to `n` whole tokens taken."""
+    taken = float(min(n, max(burst, 0)))
+    return {"first": float(burst) - taken, "taken": taken}
 
 
 def _row(principal: Principal, token: str, now: float) -> tuple[Any, ...]:
@@ -130,21 +140,24 @@ SQLITE_SCHEMA = (
     id TEXT PRIMARY KEY, role TEXT NOT NULL, kind TEXT NOT NULL, station_id TEXT NOT NULL,
     communes TEXT NOT NULL, province TEXT NOT NULL, token_sha256 TEXT NOT NULL UNIQUE,
     created_at REAL NOT NULL, revoked_at REAL)""",
-    """CREATE TABLE IF NOT EXISTS command_buckets (
+    # Bucket state is ephemeral (a lost bucket starts full): the table of an older layout,
+    # one token per statement, is simply replaced.
+    "DROP TABLE IF EXISTS command_buckets",
+    """CREATE TABLE IF NOT EXISTS command_tokens (
     principal_id TEXT PRIMARY KEY, tokens REAL NOT NULL, at REAL NOT NULL,
-    granted INTEGER NOT NULL)""",
+    taken INTEGER NOT NULL)""",
 )
 
-# One statement per command: the bucket refilled since its last use (capped at the burst, a
-# clock that went back refills nothing), one token taken if there is a whole one. The SET
-# expressions all read the row as it was; `granted` says whether this command got a token.
+# One statement per lease: the bucket refilled since its last use (capped at the burst, a
+# clock that went back refills nothing), then up to :n whole tokens taken. The SET expressions
+# all read the row as it was; `taken` says how many this statement got (0: none left).
 _REFILLED = "min(:burst, tokens + max(0.0, excluded.at - at) * :rate)"
-SQLITE_TAKE = f"""INSERT INTO command_buckets VALUES (:id, :first, :now, :burst >= 1)
+SQLITE_TAKE = f"""INSERT INTO command_tokens VALUES (:id, :first, :now, :taken)
 ON CONFLICT (principal_id) DO UPDATE SET
-    tokens = CASE WHEN {_REFILLED} >= 1 THEN {_REFILLED} - 1 ELSE {_REFILLED} END,
-    granted = {_REFILLED} >= 1,
+    tokens = {_REFILLED} - min(:n, CAST({_REFILLED} AS INTEGER)),
+    taken = min(:n, CAST({_REFILLED} AS INTEGER)),
     at = excluded.at
-RETURNING tokens, granted"""
+RETURNING tokens, taken"""
 
 
 class SqliteCredentialStore:
@@ -232,11 +245,14 @@ class SqliteCredentialStore:
         return token
 
     def take(self, principal_id: str, rate: float, burst: int) -> float:
+        return take_one(self, principal_id, rate, burst)
+
+    def lease(self, principal_id: str, rate: float, burst: int, n: int) -> tuple[int, float]:
         values = {"id": principal_id, "now": self.clock(), "rate": float(rate),
-                  "burst": float(burst), "first": _first(burst)}  # fmt: skip
+                  "burst": float(burst), "n": n, **_first(burst, n)}  # fmt: skip
         with self._db(synced=False) as db:
-            tokens, granted = db.execute(SQLITE_TAKE, values).fetchone()
-        return _wait(float(tokens), bool(granted), rate)
+            tokens, taken = db.execute(SQLITE_TAKE, values).fetchone()
+        return int(taken), _wait(float(tokens), int(taken), rate)
 
     def close(self) -> None:
         with self._lock:
@@ -253,23 +269,24 @@ POSTGRES_SCHEMA = (
     created_at double precision NOT NULL, revoked_at double precision)""",
     # Unlogged: a bucket update writes no WAL (no commit waits for a disk flush, and it is not
     # copied to a standby); after a crash or a failover the buckets start full again.
-    """CREATE UNLOGGED TABLE IF NOT EXISTS command_buckets (
+    "DROP TABLE IF EXISTS command_buckets",  # an older layout; bucket state is ephemeral
+    """CREATE UNLOGGED TABLE IF NOT EXISTS command_tokens (
     principal_id text PRIMARY KEY, tokens double precision NOT NULL,
-    at double precision NOT NULL, granted boolean NOT NULL)""",
+    at double precision NOT NULL, taken integer NOT NULL)""",
 )
 # The server's clock: every API process, on any host, measures the refill by the same one.
 _PG_REFILLED = "least(%(burst)s, b.tokens + greatest(0.0, excluded.at - b.at) * %(rate)s)"
-POSTGRES_TAKE = f"""INSERT INTO command_buckets AS b
-VALUES (%(id)s, %(first)s, extract(epoch FROM clock_timestamp()), %(burst)s >= 1)
+POSTGRES_TAKE = f"""INSERT INTO command_tokens AS b
+VALUES (%(id)s, %(first)s, extract(epoch FROM clock_timestamp()), %(taken)s)
 ON CONFLICT (principal_id) DO UPDATE SET
-    tokens = CASE WHEN {_PG_REFILLED} >= 1 THEN {_PG_REFILLED} - 1 ELSE {_PG_REFILLED} END,
-    granted = {_PG_REFILLED} >= 1,
+    tokens = {_PG_REFILLED} - least(%(n)s, floor({_PG_REFILLED})),
+    taken = least(%(n)s, floor({_PG_REFILLED})),
     at = excluded.at
-RETURNING tokens, granted"""
+RETURNING tokens, taken"""
 
 
 class PostgresCredentialStore:
-    """Principals and command buckets as tables `principals` and `command_buckets` in the event
+    """Principals and command buckets as tables `principals` and `command_tokens` in the event
     store's database and schema (EVENT_STORE=postgres): every API process and the tool share
     them. Read on every call through a small pool (no cache)."""
 
@@ -324,12 +341,15 @@ class PostgresCredentialStore:
         return token
 
     def take(self, principal_id: str, rate: float, burst: int) -> float:
-        values = {"id": principal_id, "rate": float(rate), "burst": float(burst),
-                  "first": _first(burst)}  # fmt: skip
+        return take_one(self, principal_id, rate, burst)
+
+    def lease(self, principal_id: str, rate: float, burst: int, n: int) -> tuple[int, float]:
+        values = {"id": principal_id, "rate": float(rate), "burst": float(burst), "n": n,
+                  **_first(burst, n)}  # fmt: skip
         with self._pool.connection() as conn:
             row = conn.execute(POSTGRES_TAKE, values).fetchone()
         assert row is not None
-        return _wait(float(row[0]), bool(row[1]), rate)
+        return int(row[1]), _wait(float(row[0]), int(row[1]), rate)
 
     def close(self) -> None:
         self._pool.close()
