@@ -18,6 +18,33 @@ from services.registry.identity import event_id
 Seal = Callable[[str], str]  # seals one personal field for the command's account
 PERSONAL = ("full_name", "date_of_birth", "sex")  # registration fields sealed per citizen
 SENDER = ("actor", "scope_communes", "scope_province")  # who sent a command, not what it asks
+# Values `dataclasses.asdict` would leave as they are (it deep-copies the rest): exact types,
+# so that a subclass (an enum, say) takes the general path.
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+_NAMES: dict[tuple[type, tuple[str, ...]], tuple[str, ...]] = {}
+
+
+def _field_names(cls: type, left_out: tuple[str, ...]) -> tuple[str, ...]:
+    """The names of `cls`'s fields, in their order, but those `left_out` (kept per class)."""
+    names = _NAMES.get((cls, left_out))
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(cls) if f.name not in left_out)
+        _NAMES[(cls, left_out)] = names
+    return names
+
+
+def _plain_fields(command: Any, left_out: tuple[str, ...]) -> dict[str, Any]:
+    """`dataclasses.asdict(command)` without the fields `left_out`: the same dict (keys in the
+    same order, equal values), read straight from the fields when every value is a plain
+    scalar (asdict's recursive deep copy is most of its cost); else from asdict itself."""
+    names = _field_names(type(command), left_out)
+    body = {name: getattr(command, name) for name in names}
+    if all(type(value) in _PLAIN for value in body.values()):
+        return body
+    full = dataclasses.asdict(command)
+    return {name: full[name] for name in names}
 
 
 class AccountNotFoundError(LookupError):
@@ -50,9 +77,7 @@ class Command:
     def digest(self, key: bytes) -> str:
         """A keyed fingerprint of what the command asks, to tell a resend from a reused id
         (keyed: a plain hash of personal fields could be reversed by guessing them)."""
-        body = dataclasses.asdict(self)
-        for name in ("command_id", *SENDER, *self.undigested):
-            body.pop(name)
+        body = _plain_fields(self, ("command_id", *SENDER, *self.undigested))
         body["kind"] = self.kind
         canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
         return hmac.new(key, canonical, hashlib.sha256).hexdigest()
@@ -121,9 +146,7 @@ class RegisterCitizen(AccountCommand):
 
     def registration(self, seal: Seal) -> dict[str, Any]:
         """Where, with what and by whom in clear; who (name, birth date, sex) sealed."""
-        body = dataclasses.asdict(self)
-        for name in ("command_id", "citizen_id", "captured_at", *SENDER, *PERSONAL):
-            body.pop(name)
+        body = _plain_fields(self, ("command_id", "citizen_id", "captured_at", *SENDER, *PERSONAL))
         return {**{f"sealed_{name}": seal(getattr(self, name)) for name in PERSONAL}, **body}
 
     def apply(self, aggregate: Account | None, aggregate_id: UUID, seal: Seal) -> Account:
