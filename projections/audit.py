@@ -50,18 +50,28 @@ def _json_default(value: Any) -> str:
     raise TypeError(type(value).__name__)
 
 
-def to_row(event: dict[str, Any], partition: int, offset: int, topic_id: UUID) -> list[Any]:
-    """One audit row; the personal number itself is not stored in the read model. The actor
-    (schema v3) is '' when the record has none (v2 and older records, access records)."""
-    payload = dict(event["payload"])
-    where = [str(payload.pop(name, "")) for name in _WHERE_FIELDS]
+def to_columns(records: list[tuple[dict[str, Any], int, int]], topic_id: UUID) -> list[list[Any]]:
+    """The audit rows of (event, partition, offset) records, column by column (COLUMNS), for a
+    column-oriented INSERT. The personal number itself is not stored in the read model. The
+    actor (schema v3) is '' when the record has none (v2 and older records, access records)."""
+    events = [event for event, _, _ in records]
+    payloads = [dict(event["payload"]) for event in events]
+    where = [[str(p.pop(name, "")) for p in payloads] for name in _WHERE_FIELDS]
+    dumps = orjson.dumps
     return [
-        event["event_id"], event["event_type"], event["account_id"], event["sequence"],
-        event["position"], event["sealed_citizen_id"], event["occurred_at"],
-        event["recorded_at"], event["province_code"], event["commune_code"], *where,
-        orjson.dumps(payload, default=_json_default).decode(), event["previous_hash"],
-        event["hash"], partition, offset, topic_id, event.get("actor") or "",
-    ]  # fmt: skip
+        *([e[name] for e in events] for name in _EVENT_COLUMNS),
+        *where,
+        [dumps(p, default=_json_default).decode() for p in payloads],
+        [e["previous_hash"] for e in events],
+        [e["hash"] for e in events],
+        [partition for _, partition, _ in records],
+        [offset for _, _, offset in records],
+        [topic_id] * len(records),
+        [e.get("actor") or "" for e in events],
+    ]
+
+
+_EVENT_COLUMNS = COLUMNS[: COLUMNS.index("station_id")]  # taken from the event as they are
 
 
 def as_utc(value: datetime) -> datetime:
@@ -148,12 +158,12 @@ class AuditTrail:
         # Access records come from their own topic into their own table (ACCESS_TABLE).
         self.access_table = f"{database}.{ACCESS_TABLE}"
 
-    def store(self, rows: list[list[Any]], token: str | None = None) -> None:
-        """One INSERT of `rows`; with `token` (topic id, partitions and offset ranges of the
-        batch) the same batch inserted again is dropped, rows and every count derived from
-        them alike (views.sql)."""
-        if rows:
-            self.client.insert(self.table, rows, COLUMNS, dedup_token=token)
+    def store(self, columns: list[list[Any]], token: str | None = None) -> None:
+        """One column-oriented INSERT of `columns` (`to_columns`); with `token` (topic id,
+        partitions and offset ranges of the batch) the same batch inserted again is dropped,
+        rows and every count derived from them alike (views.sql)."""
+        if columns and columns[0]:
+            self.client.insert(self.table, columns, COLUMNS, dedup_token=token, by_column=True)
 
     def watermarks(self) -> dict[int, datetime]:
         """partition -> the newest recording time stored from it."""
@@ -241,7 +251,7 @@ class AuditTrail:
             item["event_id"], item["account_id"] = str(item["event_id"]), str(item["account_id"])
             for name in ("occurred_at", "recorded_at"):
                 item[name] = as_utc(item[name])
-            item["actor"] = item["actor"] or None  # none recorded (see to_row)
+            item["actor"] = item["actor"] or None  # none recorded (see to_columns)
             item["payload"] = payload_of(item["event_type"], orjson.loads(item.pop("detail")), item)
             out.append((int(kind), item))
         return out

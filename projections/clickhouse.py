@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ class LockedClient:
     def __init__(self, client: Client) -> None:
         self._client = client
         self._lock = threading.Lock()
+        self._types: dict[tuple[str, tuple[str, ...]], Sequence[Any]] = {}
 
     def query_rows(
         self, sql: str, parameters: dict[str, Any] | None = None
@@ -69,17 +71,28 @@ class LockedClient:
     def insert(
         self,
         table: str,
-        rows: list[list[Any]],
+        data: list[list[Any]],
         column_names: list[str],
         dedup_token: str | None = None,
+        by_column: bool = False,
     ) -> None:
+        """INSERT `data`: a list of rows, or with `by_column` a list of columns (cheaper: the
+        client sends columns). With `dedup_token` the same block inserted again is dropped,
+        in the table and in the views fed from it."""
         settings = (
             {"insert_deduplication_token": dedup_token,
              "deduplicate_blocks_in_dependent_materialized_views": 1}
             if dedup_token else None
         )  # fmt: skip
+        key = (table, tuple(column_names))
         with self._lock:
-            self._client.insert(table, rows, column_names=column_names, settings=settings)
+            context = self._client.create_insert_context(
+                table, column_names, column_types=self._types.get(key),
+                column_oriented=by_column, settings=settings, data=data,
+            )  # fmt: skip
+            # The column types are asked of the server once per table (not per batch).
+            self._types[key] = context.column_types
+            self._client.insert(context=context)
 
     def command(self, sql: str) -> Any:
         with self._lock:

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from projections.audit import AuditTrail, to_row
+from projections.audit import AuditTrail, to_columns
 from schemas.codec import SerializationError, citizen_event_codec
 from services.kafka import check_keeps_events, connect_as, ensure_topic, topic_id
 from services.settings import Settings
@@ -137,6 +137,6 @@ def redrive(settings: Settings, trail: AuditTrail) -> dict[str, int]:
         if trail.has_event(event["event_id"]):
             counts["already_stored"] += 1
             continue
-        trail.store([to_row(event, partition, offset, tid)])
+        trail.store(to_columns([(event, partition, offset)], tid))
         counts["redriven"] += 1
     return counts

@@ -25,7 +25,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, OffsetOutOfRangeError
 from kafka.partitioner.default import murmur2
 
-from projections.audit import ACCESS_TABLE, AuditTrail, ResumePoint, audit_trail, to_row
+from projections.audit import ACCESS_TABLE, AuditTrail, ResumePoint, audit_trail, to_columns
 from projections.clickhouse import LockedClient
 from projections.dead_letters import DeadLetters
 from schemas.codec import SerializationError, UnknownSchemaError, citizen_event_codec
@@ -239,34 +239,42 @@ class Projector:
     ) -> int:
         """Decode and store one poll's records in one INSERT (records at or past `limit` are
         left out), after every dead letter of the poll is acknowledged."""
-        rows, events = [], []
+        decoded: list[tuple[dict[str, Any], int, int]] = []  # (event, partition, offset)
         ranges: dict[int, list[int]] = {}  # partition -> [first, last] offset in this batch
+        decode = self.codec.decode
         for tp, records in polled.items():
+            partition = tp.partition
+            end = limit[tp] if limit is not None else None
             for record in records:
-                if limit is not None and record.offset >= limit[tp]:
+                offset = record.offset
+                if end is not None and offset >= end:
                     continue
-                span = ranges.setdefault(tp.partition, [record.offset, record.offset])
-                span[1] = record.offset
+                span = ranges.setdefault(partition, [offset, offset])
+                span[1] = offset
                 try:
-                    event = self.codec.decode(record.value)
+                    event = decode(record.value)
                 except UnknownSchemaError as exc:
-                    self._pause(tp, record.offset, exc)
+                    self._pause(tp, offset, exc)
                     break  # nothing after it in this partition, until the upgrade
                 except SerializationError as exc:
                     self.dead_letters.send(record, str(exc))
                     continue
-                rows.append(to_row(event, tp.partition, record.offset, self.topic_id))
-                events.append((tp.partition, event))
+                decoded.append((event, partition, offset))
         self.dead_letters.wait_acknowledged()
-        self.trail.store(rows, batch_token(self.topic_id, ranges))
+        self.trail.store(to_columns(decoded, self.topic_id), batch_token(self.topic_id, ranges))
         # The watermark moves only once the rows are stored: a reader that sees it must find
         # every row up to it (the API reads through another client, side by side).
-        for partition, event in events:
-            self._saw(partition, event["recorded_at"])
-        self.stored += len(rows)
-        if self.on_batch and events:
-            self.on_batch([event for _, event in events])
-        return len(rows)
+        newest: dict[int, datetime] = {}
+        for event, partition, _ in decoded:
+            at = event["recorded_at"]
+            if partition not in newest or at > newest[partition]:
+                newest[partition] = at
+        for partition, at in newest.items():
+            self._saw(partition, at)
+        self.stored += len(decoded)
+        if self.on_batch and decoded:
+            self.on_batch([event for event, _, _ in decoded])
+        return len(decoded)
 
     def _saw(self, partition: int, recorded_at: datetime) -> None:
         newest = self.consumed.get(partition)
