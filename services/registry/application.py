@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -10,7 +11,11 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.postgres import PostgresAggregateRecorder
+from eventsourcing.sqlite import SQLiteAggregateRecorder
+from psycopg import InterfaceError, OperationalError
+from psycopg.sql import SQL, Identifier
 
 from services import pg
 from services.registry.commands import (
@@ -43,6 +48,7 @@ from services.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
+READ_CHUNK = 500  # aggregate ids per batched read (SQLite allows 32,766 parameters)
 
 
 class CommandReuseError(Exception):
@@ -77,6 +83,9 @@ class _Pending:
     aggregates: dict[UUID, Any] = field(default_factory=dict)
     receipts: dict[UUID, CommandReceipt] = field(default_factory=dict)
     erased: set[UUID] = field(default_factory=set)  # accounts whose data keys go once saved
+    # Aggregates and receipts read for the batch in one go, before its first command (None:
+    # not in the store); each is taken once, then the batch's own changes or the store count.
+    read: dict[UUID, Any] = field(default_factory=dict)
 
 
 def _setting_up(settings: Settings) -> AbstractContextManager[None]:
@@ -164,9 +173,11 @@ class Registry(Application[UUID]):
         """
         pending = _Pending()
         results: list[Outcome | Exception] = []
-        for command in commands:
+        ids = [(command_uuid(c.command_id), self.aggregate_id(c)) for c in commands]
+        pending.read = self._get_many([i for pair in ids for i in pair])
+        for command, pair in zip(commands, ids, strict=True):
             try:
-                results.append(self._apply(command, pending))
+                results.append(self._apply(command, pending, pair))
             except REFUSALS as exc:
                 results.append(exc)
         if pending.receipts:
@@ -190,18 +201,23 @@ class Registry(Application[UUID]):
             if account is not None and account.erased:
                 self.keys.destroy(agg_id)
 
-    def _apply(self, command: Command, pending: _Pending) -> Outcome:
+    def _apply(
+        self, command: Command, pending: _Pending, ids: tuple[UUID, UUID] | None = None
+    ) -> Outcome:
         """Apply `command` to its aggregate (as changed by `pending`), adding its receipt; the
-        first outcome again if the command was already persisted or is pending."""
-        receipt_id = command_uuid(command.command_id)
+        first outcome again if the command was already persisted or is pending. `ids`: the
+        command's receipt id and aggregate id, when the caller has them."""
+        receipt_id, agg_id = ids or (command_uuid(command.command_id), self.aggregate_id(command))
         digest = command.digest(self._secret)
-        agg_id = self.aggregate_id(command)
         if isinstance(command, EraseCitizen):
             pending.erased.add(agg_id)  # destroyed after the save, again for a resend
-        earlier = pending.receipts.get(receipt_id) or self._receipt(receipt_id)
+        earlier = pending.receipts.get(receipt_id) or self._stored(receipt_id, pending)
         if earlier is not None:
             return self._replay(earlier, digest)
-        current = pending.aggregates[agg_id] if agg_id in pending.aggregates else self._get(agg_id)
+        if agg_id in pending.aggregates:
+            current = pending.aggregates[agg_id]
+        else:
+            current = self._stored(agg_id, pending)
         try:
             aggregate = command.apply(current, agg_id, self.sealer.for_account(agg_id))
         except REFUSALS:
@@ -236,6 +252,71 @@ class Registry(Application[UUID]):
             return self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
+
+    def _stored(self, aggregate_id: UUID, pending: _Pending) -> Any:
+        """The aggregate as stored: as the batch read it, the first time (a refused command may
+        have changed that copy before refusing), else from the store now."""
+        if aggregate_id in pending.read:
+            return pending.read.pop(aggregate_id)
+        return self._get(aggregate_id)
+
+    def _get_many(self, aggregate_ids: list[UUID]) -> dict[UUID, Any]:
+        """The aggregates `aggregate_ids` (None for those not stored), from one query per
+        `READ_CHUNK` ids rather than one each; {} on a store this does not know how to ask
+        (the caller then reads them one by one)."""
+        unique = list(dict.fromkeys(aggregate_ids))
+        found: dict[UUID, list[StoredEvent]] = {agg_id: [] for agg_id in unique}
+        for start in range(0, len(unique), READ_CHUNK):
+            stored = self._select_events(unique[start : start + READ_CHUNK])
+            if stored is None:
+                return {}
+            for event in stored:
+                found[event.originator_id].append(event)  # type: ignore[index]
+        to_domain = self.mapper.to_domain_event
+        return {
+            agg_id: project_aggregate(None, map(to_domain, events)) if events else None
+            for agg_id, events in found.items()
+        }
+
+    def _select_events(self, ids: list[UUID]) -> Iterable[StoredEvent] | None:
+        """Every stored event of the aggregates `ids`, each aggregate's in version order;
+        None where a snapshot may stand for the first events, or the store is another kind."""
+        recorder = self.recorder
+        if self.snapshots is not None or recorder.datastore.originator_id_type != "uuid":  # type: ignore[attr-defined]
+            return None
+        if isinstance(recorder, SQLiteAggregateRecorder):
+            statement = (
+                f"SELECT * FROM {recorder.events_table_name} WHERE originator_id IN "
+                f"({','.join('?' * len(ids))}) ORDER BY originator_id, originator_version"
+            )
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(statement, [agg_id.hex for agg_id in ids])
+                rows = cursor.fetchall()
+            convert = recorder.convert_originator_id
+            return [
+                StoredEvent(convert(r["originator_id"]), r["originator_version"],
+                            r["topic"], r["state"])
+                for r in rows
+            ]  # fmt: skip
+        if isinstance(recorder, PostgresAggregateRecorder):
+            query = SQL(
+                "SELECT * FROM {schema}.{table} WHERE originator_id = ANY(%s) "
+                "ORDER BY originator_id, originator_version"
+            ).format(
+                schema=Identifier(recorder.datastore.schema),
+                table=Identifier(recorder.events_table_name),
+            )
+            try:
+                with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
+                    cursor.execute(query, [ids])
+                    return [
+                        StoredEvent(r["originator_id"], r["originator_version"],
+                                    r["topic"], bytes(r["state"]))
+                        for r in cursor.fetchall()
+                    ]  # fmt: skip
+            except (InterfaceError, OperationalError):  # one by one, with the library's retries
+                log.info("batched read failed, reading one aggregate at a time")
+        return None
 
     def publication(self, topic: str) -> TopicPublication | None:
         """The record of the topic this store is published to, if the relay made one."""
