@@ -26,7 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="consume the topic into the read models until SIGTERM")
-    run.add_argument("--max-poll-records", type=int, default=5000, help="events per batch")
+    run.add_argument(
+        "--max-poll-records",
+        type=int,
+        default=ProjectorOptions.max_poll_records,
+        help="events per batch, at most",
+    )
     run.add_argument("--progress", action="store_true", help="print one JSON line per batch")
     sub.add_parser("stats", help="print event counts of the read models as JSON")
     rebuild_cmd = sub.add_parser(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,24 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 def connect(url: str, database: str) -> Client:
     """A client on `url`, with `database` created if missing and its read-model tables made."""
+    client = clickhouse_connect.get_client(dsn=url)
+    make_read_models(client, database)
+    return client
+
+
+def make_read_models(client: Client, database: str) -> None:
+    """Create `database` if missing and its read-model tables (*.sql), fill new derived ones."""
     if not _IDENT.match(database):
         raise ValueError(f"invalid ClickHouse database name {database!r}")
-    client = clickhouse_connect.get_client(dsn=url)
     client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
-    for path in sorted(SQL_DIR.glob("*.sql")):
-        for statement in _statements(path.read_text()):
-            client.command(statement.format(db=database))
+    for statement in _ddl():
+        client.command(statement.format(db=database))
     _backfill(client, database)
-    return client
+
+
+@cache
+def _ddl() -> tuple[str, ...]:
+    return tuple(s for path in sorted(SQL_DIR.glob("*.sql")) for s in _statements(path.read_text()))
 
 
 def _backfill(client: Client, database: str) -> None:
@@ -93,6 +103,11 @@ class LockedClient:
             # The column types are asked of the server once per table (not per batch).
             self._types[key] = context.column_types
             self._client.insert(context=context)
+
+    def make_read_models(self, database: str) -> None:
+        """`make_read_models` on this client (another database beside the first, say)."""
+        with self._lock:
+            make_read_models(self._client, database)
 
     def command(self, sql: str) -> Any:
         with self._lock:

@@ -11,7 +11,9 @@ accepted explicitly; the result is then recorded as incomplete.
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from uuid import UUID
 
 from kafka import KafkaConsumer, TopicPartition
 from tqdm import tqdm
@@ -37,6 +39,7 @@ def _consumer(settings: Settings, options: ProjectorOptions) -> KafkaConsumer:
     return KafkaConsumer(
         **connect_as(settings, "projector"), isolation_level="read_committed",
         enable_auto_commit=False, max_poll_records=options.max_poll_records,
+        max_partition_fetch_bytes=options.partition_fetch_bytes,
     )  # fmt: skip
 
 
@@ -44,24 +47,31 @@ def missing_offsets(settings: Settings) -> int:
     """How many offsets were deleted from the start of the topic's partitions (0: none)."""
     consumer = _consumer(settings, ProjectorOptions())
     try:
-        ends = end_offsets(consumer, settings.kafka_topic)
-        return sum(consumer.beginning_offsets(list(ends)).values())
+        return _missing(consumer, end_offsets(consumer, settings.kafka_topic))
     finally:
         consumer.close()
 
 
-def _replay(settings: Settings, trail: AuditTrail, show: bool) -> int:
-    """Store the topic from its first offset up to today's end into `trail`; returns events."""
-    options = ProjectorOptions()
-    consumer = _consumer(settings, options)
-    projector = Projector(settings, trail, options)
-    projector.topic_id = (
-        topic_id(connect_as(settings, "projector"), settings.kafka_topic) or NO_TOPIC
-    )
+def _missing(consumer: KafkaConsumer, ends: dict[TopicPartition, int]) -> int:
+    return sum(consumer.beginning_offsets(list(ends)).values()) if ends else 0
+
+
+def _replay(
+    settings: Settings,
+    consumer: KafkaConsumer,
+    ends: dict[TopicPartition, int],
+    trail: AuditTrail,
+    tid: UUID,
+    show: bool,
+) -> int:
+    """Store the topic from its first offset up to `ends` (today's end) into `trail`; returns
+    events."""
+    projector = Projector(settings, trail, ProjectorOptions())
+    projector.topic_id = tid
     try:
-        ends = end_offsets(consumer, settings.kafka_topic)
         consumer.assign(list(ends))
-        consumer.seek_to_beginning()
+        if ends:
+            consumer.seek_to_beginning(*ends)
         remaining = {tp: end for tp, end in ends.items() if consumer.position(tp) < end}
         with tqdm(total=sum(remaining.values()), unit="offset", disable=not show) as bar:
             while remaining:
@@ -74,7 +84,6 @@ def _replay(settings: Settings, trail: AuditTrail, show: bool) -> int:
                         del remaining[tp]
         return projector.stored
     finally:
-        consumer.close()
         projector.close()
 
 
@@ -84,18 +93,32 @@ def rebuild(
     """Rebuild into `<database>_rebuild`, swap it in, and report old and new totals.
 
     Both tables are rebuilt: the audit trail from the topic, the access records from the
-    restricted access topic.
+    restricted access topic. One ClickHouse client and one consumer serve the whole rebuild;
+    the topics are checked while the live database is made ready.
     """
     access = dataclasses.replace(settings, kafka_topic=settings.access_topic)
-    missing = sum(_missing_or_refuse(s, accept_loss) for s in (settings, access))
-    live = audit_trail(settings.clickhouse_url, settings.clickhouse_database)
-    before = live.totals()
-    scratch_name = f"{settings.clickhouse_database}_rebuild"
-    live.client.command(f"DROP DATABASE IF EXISTS {scratch_name}")
-    stored = {}
-    for source, table in ((settings, "audit_events"), (access, ACCESS_TABLE)):
-        scratch = audit_trail(settings.clickhouse_url, scratch_name, table)
-        stored[table] = _replay(source, scratch, show_progress)
+    sources = ((settings, "audit_events"), (access, ACCESS_TABLE))
+    consumer = _consumer(settings, ProjectorOptions())
+    try:
+        with ThreadPoolExecutor(len(sources)) as pool:
+            checks = [pool.submit(_check_topic, source) for source, _ in sources]
+            live = audit_trail(settings.clickhouse_url, settings.clickhouse_database)
+            ids = [check.result() for check in checks]
+        ends = [end_offsets(consumer, source.kafka_topic) for source, _ in sources]
+        missing = sum(
+            _missing_or_refuse(source.kafka_topic, _missing(consumer, upto), accept_loss)
+            for (source, _), upto in zip(sources, ends, strict=True)
+        )
+        before = live.totals()
+        scratch_name = f"{settings.clickhouse_database}_rebuild"
+        live.client.command(f"DROP DATABASE IF EXISTS {scratch_name}")
+        live.client.make_read_models(scratch_name)
+        stored = {}
+        for (source, table), upto, tid in zip(sources, ends, ids, strict=True):
+            scratch = AuditTrail(live.client, scratch_name, table)
+            stored[table] = _replay(source, consumer, upto, scratch, tid, show_progress)
+    finally:
+        consumer.close()
     # The rows and every table derived from them (views.sql), swapped in together: the live
     # views now read the new rows' tables by name and count into the new counts.
     for table in READ_MODEL_TABLES:
@@ -103,8 +126,7 @@ def rebuild(
             f"EXCHANGE TABLES {settings.clickhouse_database}.{table} AND {scratch_name}.{table}"
         )
     live.client.command(f"DROP DATABASE {scratch_name}")
-    tid = topic_id(connect_as(settings, "projector"), settings.kafka_topic) or NO_TOPIC
-    live.mark_rebuild(tid, missing)
+    live.mark_rebuild(ids[0], missing)
     return {
         "stored": stored["audit_events"],
         "access_records": stored[ACCESS_TABLE],
@@ -115,15 +137,19 @@ def rebuild(
     }
 
 
-def _missing_or_refuse(settings: Settings, accept_loss: bool) -> int:
-    """Offsets deleted from the start of the topic; refused unless the loss is accepted."""
+def _check_topic(settings: Settings) -> UUID:
+    """Make the topic if missing, refuse one that would delete events; its id."""
     connection = connect_as(settings, "projector")
     ensure_topic(connection, settings.kafka_topic)
     check_keeps_events(connection, settings.kafka_topic)
-    missing = missing_offsets(settings)
+    return topic_id(connection, settings.kafka_topic) or NO_TOPIC
+
+
+def _missing_or_refuse(topic: str, missing: int, accept_loss: bool) -> int:
+    """Offsets deleted from the start of the topic; refused unless the loss is accepted."""
     if missing and not accept_loss:
         raise EventsDeletedError(
-            f"topic {settings.kafka_topic} no longer starts at offset 0: {missing} offsets "
+            f"topic {topic} no longer starts at offset 0: {missing} offsets "
             "(events and transaction markers) were deleted; a rebuild would be incomplete. "
             "Restore the topic, or accept the loss with --accept-loss (the read models are "
             "then marked incomplete)"

@@ -42,7 +42,10 @@ LAG_EVERY_S = 1.0
 class ProjectorOptions:
     """The projector's tunables; where it reads and writes comes from `Settings`."""
 
-    max_poll_records: int = 5000
+    # Under a backlog, up to this many records per poll, hence per INSERT (fewer, larger
+    # inserts); when it is quiet a poll still returns what came within fetch_max_wait_ms.
+    max_poll_records: int = 20000
+    partition_fetch_bytes: int = 8 * 1024 * 1024  # per partition and fetch (default 1 MiB)
     poll_timeout_ms: int = 100
     # A consumer group shares partitions among projectors (needs a ClickHouse server); a lone
     # projector, such as the one embedded beside chdb, takes every partition itself.
@@ -110,6 +113,7 @@ class Projector:
             session_timeout_ms=s.kafka_session_timeout_ms,
             heartbeat_interval_ms=max(500, s.kafka_session_timeout_ms // 3),
             fetch_min_bytes=32 * 1024,  # fewer, larger inserts under load...
+            max_partition_fetch_bytes=self.options.partition_fetch_bytes,
             fetch_max_wait_ms=150,  # ...at most 150 ms later when it is quiet
             metadata_max_age_ms=10_000,  # notice new partitions within seconds, not minutes
         )
