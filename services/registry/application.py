@@ -10,8 +10,14 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
-from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProcessingEvent,
+    project_aggregate,
+)
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError, Recording, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder
 from eventsourcing.sqlite import SQLiteAggregateRecorder
 from psycopg import InterfaceError, OperationalError
@@ -130,6 +136,24 @@ class Registry(Application[UUID]):
     def close(self) -> None:
         super().close()
         self.keys.close()
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """`Application.save` (eventsourcing 9.5.6), but the events of this project's aggregates
+        collected without the library's runtime-protocol `isinstance` checks: on Python 3.11
+        those cost ~13 µs an aggregate, a tenth of a 5,000-command batch."""
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        for obj in objs:
+            if isinstance(obj, Aggregate):
+                processing_event.events.extend(obj.collect_events())
+                processing_event.aggregates[obj.id] = obj
+            else:  # a domain event, None, another kind of aggregate: as the library does
+                processing_event.collect_events(obj)
+        processing_event.collect_events(**kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        self.notify(processing_event.events)
+        return recordings
 
     def reveal(self, account_id: UUID, value: str) -> str:
         """A sealed personal field in clear (for the recorded reads that may), or "[erased]"."""
