@@ -17,7 +17,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from projections.audit import AuditTrail, to_columns
 from schemas.codec import SerializationError, citizen_event_codec
-from services.kafka import check_keeps_events, connect_as, ensure_topic, topic_id
+from services.kafka import connect_as, prepare_topic, topic_id
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,7 @@ class DeadLetters:
     def send(self, record: Any, reason: str) -> None:
         if self._producer is None:
             connection = connect_as(self.settings, "projector")
-            ensure_topic(connection, self.settings.dlq_topic)
-            check_keeps_events(connection, self.settings.dlq_topic)
+            prepare_topic(connection, self.settings.dlq_topic)
             self._producer = KafkaProducer(**connection)
         source = f"{record.topic}/{record.partition}/{record.offset}"
         headers = list(record.headers or []) + [

@@ -22,10 +22,8 @@ from projections.audit import ACCESS_TABLE, READ_MODEL_TABLES, AuditTrail, audit
 from projections.runner import NO_TOPIC, Projector, ProjectorOptions
 from services.kafka import (
     EventsDeletedError,
-    check_keeps_events,
     connect_as,
-    ensure_topic,
-    topic_id,
+    prepare_topic,
 )
 from services.settings import Settings
 
@@ -140,9 +138,7 @@ def rebuild(
 def _check_topic(settings: Settings) -> UUID:
     """Make the topic if missing, refuse one that would delete events; its id."""
     connection = connect_as(settings, "projector")
-    ensure_topic(connection, settings.kafka_topic)
-    check_keeps_events(connection, settings.kafka_topic)
-    return topic_id(connection, settings.kafka_topic) or NO_TOPIC
+    return prepare_topic(connection, settings.kafka_topic) or NO_TOPIC
 
 
 def _missing_or_refuse(topic: str, missing: int, accept_loss: bool) -> int:

@@ -119,9 +119,7 @@ class Projector:
         )
         # A group that joins before its topic's partitions are known is assigned nothing and
         # only rejoins at the next metadata refresh: make the topic and see its partitions first.
-        broker.ensure_topic(connection, topic)
-        broker.check_keeps_events(connection, topic)
-        self.topic_id = broker.topic_id(connection, topic) or NO_TOPIC
+        self.topic_id = broker.prepare_topic(connection, topic) or NO_TOPIC
         self.paused = {}
         deadline = time.monotonic() + 30
         while not (partitions := self._consumer.partitions_for_topic(topic)):

@@ -3,12 +3,13 @@ identity, the broker wait, and the loop that starts over after transient faults.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 from uuid import UUID
 
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
@@ -85,17 +86,43 @@ def _admin(connection: Connection) -> KafkaAdminClient:
     return KafkaAdminClient(**{"client_id": "eid-admin", **connection})
 
 
-def ensure_topic(connection: Connection, topic: str, partitions: int = DEFAULT_PARTITIONS) -> None:
-    """Create `topic` (kept for ever) unless it exists; safe when producer and consumer race."""
-    admin = _admin(connection)
+# What the topic helpers take: a login (they open an admin client and close it), or an admin
+# client already open (shared, each new one is a connection and a SCRAM login).
+Admin: TypeAlias = Connection | KafkaAdminClient
+
+
+@contextlib.contextmanager
+def _using(target: Admin) -> Iterator[KafkaAdminClient]:
+    if isinstance(target, KafkaAdminClient):
+        yield target
+        return
+    admin = _admin(target)
     try:
-        if topic not in admin.list_topics():
-            admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=KEEP_FOREVER)])
-            log.info("created topic %s with %d partitions, kept for ever", topic, partitions)
-    except TopicAlreadyExistsError:
-        pass
+        yield admin
     finally:
         admin.close()
+
+
+def prepare_topic(
+    connection: Connection, topic: str, partitions: int = DEFAULT_PARTITIONS
+) -> UUID | None:
+    """`ensure_topic`, `check_keeps_events` and `topic_id` over one admin client: the topic
+    made if missing, refused if it would delete events; its id."""
+    with _using(connection) as admin:
+        ensure_topic(admin, topic, partitions)
+        check_keeps_events(admin, topic)
+        return topic_id(admin, topic)
+
+
+def ensure_topic(target: Admin, topic: str, partitions: int = DEFAULT_PARTITIONS) -> None:
+    """Create `topic` (kept for ever) unless it exists; safe when producer and consumer race."""
+    with _using(target) as admin:
+        try:
+            if topic not in admin.list_topics():
+                admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=KEEP_FOREVER)])
+                log.info("created topic %s with %d partitions, kept for ever", topic, partitions)
+        except TopicAlreadyExistsError:
+            pass
 
 
 class TopicNotReadyError(RuntimeError):
@@ -103,7 +130,7 @@ class TopicNotReadyError(RuntimeError):
     Transient: the caller's restart loop tries again."""
 
 
-def topic_config(connection: Connection, topic: str, wait: float = 15.0) -> dict[str, str]:
+def topic_config(target: Admin, topic: str, wait: float = 15.0) -> dict[str, str]:
     """Every configuration value of `topic` (defaults included), by name.
 
     Right after a topic is created, a broker may not have applied the new metadata yet and
@@ -113,11 +140,8 @@ def topic_config(connection: Connection, topic: str, wait: float = 15.0) -> dict
     resource = ConfigResource(ConfigResourceType.TOPIC, topic)
     deadline = time.monotonic() + wait
     while True:
-        admin = _admin(connection)
-        try:
+        with _using(target) as admin:
             found = admin.describe_configs([resource], config_filter="all")
-        finally:
-            admin.close()
         configs = found.get("topic", {}).get(topic) or {}
         if configs:
             return {name: str(item.get("value")) for name, item in configs.items()}
@@ -126,9 +150,9 @@ def topic_config(connection: Connection, topic: str, wait: float = 15.0) -> dict
         time.sleep(0.2)
 
 
-def check_keeps_events(connection: Connection, topic: str) -> None:
+def check_keeps_events(target: Admin, topic: str) -> None:
     """Refuse a topic whose retention or cleanup policy would delete events, naming the setting."""
-    found = topic_config(connection, topic)
+    found = topic_config(target, topic)
     for name, wanted in KEEP_FOREVER.items():
         value = found.get(name)
         if value != wanted:
@@ -139,13 +163,10 @@ def check_keeps_events(connection: Connection, topic: str) -> None:
             )
 
 
-def topic_id(connection: Connection, topic: str) -> UUID | None:
+def topic_id(target: Admin, topic: str) -> UUID | None:
     """The broker's id of `topic` (a recreated topic gets a new one), or None if it is absent."""
-    admin = _admin(connection)
-    try:
+    with _using(target) as admin:
         described = admin.describe_topics([topic])
-    finally:
-        admin.close()
     for item in described:
         if item["name"] == topic and not item["error_code"] and item.get("topic_id"):
             return UUID(str(item["topic_id"]))

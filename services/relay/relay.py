@@ -25,9 +25,8 @@ from services.health import ComponentHealth, FatalError
 from services.kafka import (
     EventsDeletedError,
     TopicChangedError,
-    check_keeps_events,
     connect_as,
-    ensure_topic,
+    prepare_topic,
     run_restarting,
     topic_id,
 )
@@ -148,8 +147,7 @@ class Relay:
     def start(self) -> None:
         topic, connection = self.settings.kafka_topic, connect_as(self.settings, "relay")
         for name in relay_topics(self.settings):
-            ensure_topic(connection, name, self.options.partitions)
-            check_keeps_events(connection, name)
+            prepare_topic(connection, name, self.options.partitions)
         self._producer = KafkaProducer(
             **connection,
             transactional_id=relay_transactional_id(self.settings),

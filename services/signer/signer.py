@@ -33,7 +33,7 @@ from schemas.checkpoint import Checkpoint, CheckpointError, open_note, sign
 from schemas.leaf import LEAF_VERSION, leaf_fields, utc_millis
 from schemas.merkle import leaf_hash, verify_consistency
 from services.health import ComponentHealth, FatalError
-from services.kafka import check_keeps_events, connect_as, ensure_topic, run_restarting
+from services.kafka import connect_as, prepare_topic, run_restarting
 from services.registry.application import Registry
 from services.relay.mapping import PUBLIC_TOPICS, to_record
 from services.settings import Settings
@@ -127,8 +127,7 @@ class Signer:
 
     def _start_publishing(self) -> None:
         topic, connection = self.settings.checkpoint_topic, connect_as(self.settings, "signer")
-        ensure_topic(connection, topic, partitions=1)
-        check_keeps_events(connection, topic)
+        prepare_topic(connection, topic, partitions=1)
         self._producer = KafkaProducer(**connection, acks="all", max_block_ms=5000, linger_ms=0)
         newest = newest_published(self.settings, self.verifier)
         if newest is None:
