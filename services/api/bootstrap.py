@@ -69,7 +69,8 @@ class Backbone:
         return await asyncio.wrap_future(self.batcher.enqueue(command))
 
     async def submit_backlog(self, commands: list[Command]) -> list[Outcome | Exception]:
-        """Accept a device backlog: applied in order, in one transaction, by the same writer."""
+        """Accept a device backlog: applied in order (in transactions of at most
+        MAX_TRANSACTION commands), by the same writer."""
         return await asyncio.wrap_future(self.batcher.enqueue_backlog(commands))
 
     def start(self) -> None:

@@ -94,3 +94,26 @@ def test_a_batch_larger_than_one_read_sees_every_stored_account(env_for) -> None
     ] * count
     last = registry.account(registrations[-1].citizen_id)
     assert last is not None and last.version == 2
+
+
+def test_a_whole_device_backlog_is_stored_in_order_on_either_store(settings: Settings) -> None:
+    """The largest sync (5,000 registrations, over 10,000 events) hung on PostgreSQL in one
+    transaction; it is stored in transactions of MAX_TRANSACTION commands, in order."""
+    from services.api.sync import MAX_COMMANDS
+    from services.registry.application import MAX_TRANSACTION
+
+    registry = Registry(settings)
+    try:
+        backlog = [register_command() for _ in range(MAX_COMMANDS)]
+        assert len(backlog) > MAX_TRANSACTION
+        before = registry.recorder.max_notification_id() or 0
+        results = registry.handle_batch(list(backlog))
+        assert not [r for r in results if isinstance(r, Exception)]
+        assert [r.as_dict()["version"] for r in results] == [1] * MAX_COMMANDS  # type: ignore[union-attr]
+        assert (registry.recorder.max_notification_id() or 0) > before
+        again = registry.handle_batch(list(backlog))  # the device resends it: first outcomes
+        assert all(not isinstance(r, Exception) and r.duplicate for r in again)
+        stored = [registry.account(c.citizen_id) for c in backlog[:: MAX_TRANSACTION // 2]]
+        assert all(account is not None for account in stored)
+    finally:
+        registry.close()
