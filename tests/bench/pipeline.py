@@ -159,10 +159,12 @@ def _producer_config(producer: Any) -> dict[str, Any]:
 
 
 def preload() -> None:
-    """Imports the ClickHouse client makes on its first INSERT (pandas, 0.3-0.4 s here): start-up
-    of the process, not work of the batch, so outside the clock like every other import."""
-    with contextlib.suppress(ImportError):
-        importlib.import_module("pandas")
+    """Imports the ClickHouse client makes lazily (pandas on its first INSERT, 0.3-0.4 s here;
+    the chdb backend on its first client, 0.3-0.9 s): start-up of the process, not work of the
+    batch, so outside the clock like every other import."""
+    for module in ("pandas", "clickhouse_connect.driver._chdbclient"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
 
 
 def measure_relay(end: float) -> dict[str, Any]:
