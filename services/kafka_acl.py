@@ -42,7 +42,6 @@ from kafka.admin import (
 )
 
 from services.kafka import Connection, connect_as, read_credentials
-from services.relay.relay import relay_transactional_id
 from services.settings import KAFKA_PRINCIPALS, Settings
 
 log = logging.getLogger(__name__)
@@ -80,7 +79,7 @@ def grants(settings: Settings) -> list[Grant]:
         # relay: it reads its own tail back to know where it stopped
         Grant("relay", topic_, topic, PRODUCE + MAKE + (ACLOperation.READ,)),
         Grant("relay", topic_, access, PRODUCE + MAKE + (ACLOperation.READ,)),
-        Grant("relay", ResourceType.TRANSACTIONAL_ID, relay_transactional_id(settings), PRODUCE),
+        Grant("relay", ResourceType.TRANSACTIONAL_ID, settings.relay_transactional_id, PRODUCE),
         # projector (and the rebuild, and the dead-letter tool)
         Grant("projector", topic_, topic, READ + MAKE),
         Grant("projector", topic_, access, READ + MAKE),

@@ -75,6 +75,11 @@ class Settings:
         return f"{self.kafka_topic}.access"
 
     @property
+    def relay_transactional_id(self) -> str:
+        """The relay's transactional id: one per topic, so a second relay fences the first."""
+        return f"relay-{self.kafka_topic}"
+
+    @property
     def checkpoint_topic(self) -> str:
         """Signed checkpoints, so that copies of them live outside this host."""
         return f"{self.kafka_topic}.checkpoints"

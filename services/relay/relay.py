@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
@@ -28,7 +29,6 @@ from services.kafka import (
     connect_as,
     prepare_topic,
     run_restarting,
-    topic_id,
 )
 from services.registry.application import Registry
 from services.registry.publication import TopicPublication
@@ -60,11 +60,6 @@ def committed_position(settings: Settings, window: int = 64) -> int:
     published can then no longer be read back, and resuming from 0 would publish it twice.
     """
     return max(_committed_on(settings, topic, window) for topic in relay_topics(settings))
-
-
-def relay_transactional_id(settings: Settings) -> str:
-    """The relay's transactional id: one per topic, so a second relay fences the first."""
-    return f"relay-{settings.kafka_topic}"
 
 
 def relay_topics(settings: Settings) -> tuple[str, str]:
@@ -146,11 +141,11 @@ class Relay:
 
     def start(self) -> None:
         topic, connection = self.settings.kafka_topic, connect_as(self.settings, "relay")
-        for name in relay_topics(self.settings):
-            prepare_topic(connection, name, self.options.partitions)
+        ids = {name: prepare_topic(connection, name, self.options.partitions)
+               for name in relay_topics(self.settings)}  # fmt: skip
         self._producer = KafkaProducer(
             **connection,
-            transactional_id=relay_transactional_id(self.settings),
+            transactional_id=self.settings.relay_transactional_id,
             compression_type="lz4",
             linger_ms=5,
             batch_size=256 * 1024,
@@ -165,13 +160,13 @@ class Relay:
                 f"{self.position} but the event store ends at {stored}: the store was replaced "
                 "or reset; publish it to a new topic (KAFKA_TOPIC) instead"
             )
-        for name in relay_topics(self.settings):
-            self._check_same_topic(name)
+        for name, current in ids.items():
+            self._check_same_topic(name, current)
         log.info("relay resumes after store position %d", self.position)
 
-    def _check_same_topic(self, topic: str) -> None:
-        """The topic must be the one this store was published to; the first time, record it."""
-        current = topic_id(connect_as(self.settings, "relay"), topic)
+    def _check_same_topic(self, topic: str, current: UUID | None) -> None:
+        """The topic (of id `current`) must be the one this store was published to; the first
+        time, record it."""
         if current is None:
             raise TopicChangedError(f"topic {topic} has no id: it vanished while starting")
         record = self.registry.publication(topic)

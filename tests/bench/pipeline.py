@@ -224,7 +224,7 @@ def measure_produce(end: float) -> dict[str, Any]:
     from kafka import KafkaProducer
 
     from services.kafka import connect_as, ensure_topic
-    from services.relay.relay import RelayOptions, relay_transactional_id
+    from services.relay.relay import RelayOptions
 
     settings = _settings()
     records = public_records(settings)
@@ -232,7 +232,7 @@ def measure_produce(end: float) -> dict[str, Any]:
         ensure_topic(connect_as(settings, "relay"), topic, RelayOptions().partitions)
     producer = KafkaProducer(
         **connect_as(settings, "relay"),
-        transactional_id=relay_transactional_id(settings),  # the id its ACL allows
+        transactional_id=settings.relay_transactional_id,  # the id its ACL allows
         compression_type="lz4",
         linger_ms=5,
         batch_size=256 * 1024,

@@ -22,7 +22,6 @@ from kafka.errors import (
 from services.kafka import connect_as, read_credentials
 from services.kafka_acl import grant, grants, held
 from services.registry.application import Registry
-from services.relay.relay import relay_transactional_id
 from services.settings import Settings
 from tests.support.broker import Broker, as_admin, credentials_file
 from tests.support.environment import unique
@@ -113,7 +112,7 @@ def test_the_relay_writes_only_under_its_transactional_id(published: Settings) -
             other.init_transactions()
     finally:
         other.close(timeout=5)
-    own = KafkaProducer(**relay, transactional_id=relay_transactional_id(published))
+    own = KafkaProducer(**relay, transactional_id=published.relay_transactional_id)
     try:
         own.init_transactions()  # its own id is allowed (and fences nobody still running)
     finally:
