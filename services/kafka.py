@@ -53,9 +53,8 @@ def connect_as(settings: Settings, principal: str) -> dict[str, Any]:
     or anonymously when the broker has no authentication (KAFKA_SECURITY_PROTOCOL=PLAINTEXT)."""
     if principal not in KAFKA_PRINCIPALS:
         raise ValueError(f"unknown Kafka principal {principal!r}; one of {KAFKA_PRINCIPALS}")
-    connection: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap}
     if settings.kafka_security_protocol == "PLAINTEXT":
-        return connection
+        return {"bootstrap_servers": settings.kafka_bootstrap}
     password = settings.kafka_passwords.get(principal) or read_credentials(
         settings.kafka_credentials_file
     ).get(principal)
@@ -65,11 +64,16 @@ def connect_as(settings: Settings, principal: str) -> dict[str, Any]:
             f"{principal.upper()} or KAFKA_CREDENTIALS_FILE (now {settings.kafka_credentials_file}"
             ", written by infra/kafka/broker.sh when it formats its storage)"
         )
+    return scram_login(settings.kafka_bootstrap, principal, password)
+
+
+def scram_login(bootstrap: str, user: str, password: str) -> dict[str, Any]:
+    """The client arguments of a SASL/SCRAM-SHA-512 login as `user` at `bootstrap`."""
     return {
-        **connection,
-        "security_protocol": settings.kafka_security_protocol,
+        "bootstrap_servers": bootstrap,
+        "security_protocol": "SASL_PLAINTEXT",
         "sasl_mechanism": "SCRAM-SHA-512",
-        "sasl_plain_username": principal,
+        "sasl_plain_username": user,
         "sasl_plain_password": password,
     }
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
-from services.api.app import create_app
-from services.settings import Settings
+from tests.support.api import store_position as position
 from tests.support.environment import COMMAND_ROLES, TOKENS, bearer
 from tests.support.factories import personal_number, registration_body
 from tests.support.kafka import publish_all, read_topic
@@ -17,17 +14,6 @@ from tests.support.kafka import publish_all, read_topic
 STATION = {"Authorization": f"Bearer {TOKENS['station']}"}
 ADMIN = {"Authorization": f"Bearer {TOKENS['admin']}"}
 VIEWER = {"Authorization": f"Bearer {TOKENS['viewer']}"}
-
-
-@pytest.fixture
-def api(kafka_bootstrap, env_for, chdb_url) -> Iterator[tuple[TestClient, Any]]:
-    settings = Settings.from_env(env_for(CLICKHOUSE_URL=chdb_url))
-    with TestClient(create_app(settings, embedded_projector=False)) as client:
-        yield client, client.app.state.backbone  # type: ignore[attr-defined]
-
-
-def position(backbone: Any) -> int:
-    return int(backbone.registry.recorder.max_notification_id() or 0)
 
 
 def published(backbone: Any, expect: int) -> list[Any]:

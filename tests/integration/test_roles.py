@@ -13,6 +13,7 @@ from services import pg
 from services.api.app import create_app
 from services.credentials import Principal, token_hash
 from services.settings import ROLES, Settings
+from tests.support.api import store_position as position
 from tests.support.environment import bearer
 from tests.support.factories import registration_body
 
@@ -41,17 +42,6 @@ MATRIX: list[tuple[str, str, set[str]]] = [
     ("GET", "/v1/checkpoints/1", READERS),
 ]
 T = "2023-06-27T10:05:00+07:00"
-
-
-@pytest.fixture
-def api(kafka_bootstrap, env_for, chdb_url) -> Iterator[tuple[TestClient, Any]]:
-    settings = Settings.from_env(env_for(CLICKHOUSE_URL=chdb_url))
-    with TestClient(create_app(settings, embedded_projector=False)) as client:
-        yield client, client.app.state.backbone  # type: ignore[attr-defined]
-
-
-def position(backbone: Any) -> int:
-    return int(backbone.registry.recorder.max_notification_id() or 0)
 
 
 def principal(backbone: Any, pid: str, role: str, **scope: Any) -> dict[str, str]:

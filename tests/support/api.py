@@ -77,3 +77,8 @@ def running_api(kafka_bootstrap: str, directory: Path, **store: str) -> Iterator
     with api_and_relay(env, directory), client.http:
         wait_until(client.healthy, 90, every=0.2)
         yield client
+
+
+def store_position(backbone: Any) -> int:
+    """The event store's last notification id of an in-process API's backbone (0: empty)."""
+    return int(backbone.registry.recorder.max_notification_id() or 0)

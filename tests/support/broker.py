@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from services.kafka import read_credentials
+from services.kafka import read_credentials, scram_login
 from tests.support.processes import ROOT, answers
 
 SCRIPT = ROOT / "infra" / "kafka" / "broker.sh"
@@ -30,13 +30,7 @@ def as_admin(bootstrap: str) -> dict[str, Any]:
     password = read_credentials(credentials_file(bootstrap)).get("admin")
     if password is None:  # a broker without authentication
         return {"bootstrap_servers": bootstrap}
-    return {
-        "bootstrap_servers": bootstrap,
-        "security_protocol": "SASL_PLAINTEXT",
-        "sasl_mechanism": "SCRAM-SHA-512",
-        "sasl_plain_username": "admin",
-        "sasl_plain_password": password,
-    }
+    return scram_login(bootstrap, "admin", password)
 
 
 class Broker:
