@@ -118,8 +118,8 @@ async def rate_limited(request: Request) -> None:
     The bucket lives in the credential store, shared by every API process on one store; each
     process leases tokens from it in lots (CommandLimit), so most commands touch no store."""
     limit: CommandLimit | None = request.app.state.backbone.command_limit
-    if limit is None:  # an app built without a credential store
-        return
+    if limit is None:  # never silently unlimited: `build` always makes one
+        raise RuntimeError("the API was built without its command limit")
     principal_id = request.state.principal.id
     if limit.spend(principal_id):
         return
