@@ -16,11 +16,12 @@ if TYPE_CHECKING:
     from services.api.bootstrap import Backbone
 
 # The role matrix (README "Roles"); admin may call everything. Command endpoints are also
-# rate-limited per principal (after authentication: the limiter counts the principal's calls).
-COMMANDS = Depends(require("station"))  # registrations, activations, sync
-DECIDE = Depends(require("reviewer"))  # decisions
-OFFICE = Depends(require("officer"))  # status changes
-LIMITED = Depends(rate_limited)
+# rate-limited per principal (after authentication: the limiter counts the principal's calls),
+# in the same dependency (`limited`: one FastAPI dependency per request, not three).
+COMMANDS = Depends(require("station", limited=True))  # registrations, activations, sync
+DECIDE = Depends(require("reviewer", limited=True))  # decisions
+OFFICE = Depends(require("officer", limited=True))  # status changes
+LIMITED = Depends(rate_limited)  # the limit alone (COMMANDS, DECIDE and OFFICE include it)
 ADMIN = Depends(require("admin"))
 AUDIT = Depends(require("auditor"))
 READERS = ("viewer", "auditor", "station", "reviewer", "officer")
