@@ -211,18 +211,29 @@ class Registry(Application[UUID]):
         pending = _Pending()
         results: list[Outcome | Exception] = []
         ids = [(command_uuid(c.command_id), self.aggregate_id(c)) for c in commands]
-        pending.read = self._get_many([i for pair in ids for i in pair])
-        for command, pair in zip(commands, ids, strict=True):
-            try:
-                results.append(self._apply(command, pending, pair))
-            except REFUSALS as exc:
-                results.append(exc)
-        if pending.receipts:
-            try:
-                self._save(pending)
-            except IntegrityError:
-                log.info("batch of %d conflicted, handling one by one", len(commands))
-                return [self._handle_or_error(command) for command in commands]
+        accounts = [
+            agg_id
+            for command, (_, agg_id) in zip(commands, ids, strict=True)
+            if isinstance(command, AccountCommand)
+        ]
+        # The data keys of the batch's accounts read in a few queries, not one per account;
+        # dropped before a conflict's one-by-one redo (another writer may have made some).
+        with self.keys.preloaded(accounts):
+            pending.read = self._get_many([i for pair in ids for i in pair])
+            for command, pair in zip(commands, ids, strict=True):
+                try:
+                    results.append(self._apply(command, pending, pair))
+                except REFUSALS as exc:
+                    results.append(exc)
+            conflicted = False
+            if pending.receipts:
+                try:
+                    self._save(pending)
+                except IntegrityError:
+                    conflicted = True
+        if conflicted:
+            log.info("batch of %d conflicted, handling one by one", len(commands))
+            return [self._handle_or_error(command) for command in commands]
         self._shred(pending)
         return results
 

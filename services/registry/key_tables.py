@@ -24,6 +24,10 @@ class KeyTable(Protocol):
     def wrapped(self, name: str) -> tuple[bytes | None] | None:
         """The account's row (its wrapped key, None once destroyed), or None if it has none."""
 
+    def wrapped_many(self, names: list[str]) -> dict[str, bytes | None]:
+        """The rows of those of `names` that have one (wrapped key, None once destroyed), from
+        one query; a name without a row is left out."""
+
     def insert_new(self, made: dict[str, bytes]) -> set[str]:
         """Insert the keys of accounts that have none, in one transaction; return the accounts
         whose stored key is not the one given (another writer made theirs first)."""
@@ -56,6 +60,11 @@ class SqliteKeyTable:
         query = "SELECT wrapped FROM data_keys WHERE account_id = ?"
         row = self._db.execute(query, (name,)).fetchone()
         return None if row is None else (row[0],)
+
+    def wrapped_many(self, names: list[str]) -> dict[str, bytes | None]:
+        marks = ",".join("?" * len(names))
+        query = f"SELECT account_id, wrapped FROM data_keys WHERE account_id IN ({marks})"
+        return {name: wrapped for name, wrapped in self._db.execute(query, names).fetchall()}
 
     def insert_new(self, made: dict[str, bytes]) -> set[str]:
         with self._db:  # one transaction: BEGIN ... COMMIT
@@ -119,6 +128,12 @@ class PostgresKeyTable:
             query = "SELECT wrapped FROM data_keys WHERE account_id = %s"
             row = conn.execute(query, (name,)).fetchone()
         return None if row is None else (None if row[0] is None else bytes(row[0]),)
+
+    def wrapped_many(self, names: list[str]) -> dict[str, bytes | None]:
+        with self._pool.connection() as conn:
+            query = "SELECT account_id, wrapped FROM data_keys WHERE account_id = ANY(%s)"
+            rows = conn.execute(query, (names,)).fetchall()
+        return {name: None if wrapped is None else bytes(wrapped) for name, wrapped in rows}
 
     def insert_new(self, made: dict[str, bytes]) -> set[str]:
         # READ COMMITTED: an INSERT that meets another writer's uncommitted row for the same

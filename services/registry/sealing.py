@@ -16,7 +16,8 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from uuid import UUID
@@ -35,6 +36,7 @@ PREFIX = "sealed:v1:"
 # seen within CACHE_SECONDS (this process's own at once).
 CACHE_SECONDS = 30.0
 CACHE_SIZE = 4096
+PRELOAD_CHUNK = 500  # account ids per key-store query of `KeyStore.preloaded`
 ERASED = "[erased]"
 _KEK_CHECK = b"project06-kek-check"
 
@@ -102,6 +104,8 @@ class KeyStore:
         self._lock = threading.Lock()
         self._unflushed: dict[str, bytes] = {}  # made, not yet durable: see `flush`
         self._cache: OrderedDict[str, tuple[bytes | None, float]] = OrderedDict()
+        # Rows read ahead for a batch (`preloaded`): name -> its row as `wrapped` gives it.
+        self._preloaded: dict[str, tuple[bytes | None] | None] = {}
         self._db = SqliteKeyTable(store) if isinstance(store, Path) else store
         try:
             self._check_kek()
@@ -139,13 +143,43 @@ class KeyStore:
             cached = self._cache.get(name)
             if cached is not None and time.monotonic() - cached[1] < CACHE_SECONDS:
                 return cached[0]
-            row = self._db.wrapped(name)
+            if create and name in self._preloaded:
+                row = self._preloaded.pop(name)
+            else:
+                row = self._db.wrapped(name)
             key = None if row is None or row[0] is None else self._unwrap(row[0])
             if row is None and create:
                 key = self._unflushed[name] = bytes(AESGCM.generate_key(bit_length=256))
             elif row is not None:
                 self._remember(name, key)
             return key
+
+    @contextmanager
+    def preloaded(self, account_ids: Iterable[UUID]) -> Iterator[None]:
+        """Within the block, `key(..., create=True)` of these accounts takes the row read here
+        (a few queries for them all) instead of one query each: the rows of a batch's accounts,
+        read just before its commands. A key made from a row read here as absent is inserted
+        by `flush` like any other (a writer that made it in between is told apart there). A
+        row is used once; the rest are dropped when the block ends."""
+        names = list(dict.fromkeys(str(account_id) for account_id in account_ids))
+        with self._lock:
+            now = time.monotonic()
+            wanted = [
+                name
+                for name in names
+                if name not in self._unflushed
+                and (name not in self._cache or now - self._cache[name][1] >= CACHE_SECONDS)
+            ]
+            for start in range(0, len(wanted), PRELOAD_CHUNK):
+                chunk = wanted[start : start + PRELOAD_CHUNK]
+                rows = self._db.wrapped_many(chunk)
+                for name in chunk:
+                    self._preloaded[name] = (rows[name],) if name in rows else None
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._preloaded.clear()
 
     def _remember(self, name: str, key: bytes | None) -> None:
         self._cache[name] = (key, time.monotonic())
@@ -172,6 +206,7 @@ class KeyStore:
         with self._lock:
             self._unflushed.pop(name, None)
             self._cache.pop(name, None)
+            self._preloaded.pop(name, None)
             self._db.destroy(name)
 
     def close(self) -> None:
