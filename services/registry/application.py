@@ -17,7 +17,13 @@ from eventsourcing.application import (
     project_aggregate,
 )
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, Recording, StoredEvent
+from eventsourcing.persistence import (
+    IntegrityError,
+    JSONTranscoder,
+    Recording,
+    StoredEvent,
+    Transcoder,
+)
 from eventsourcing.postgres import PostgresAggregateRecorder
 from eventsourcing.sqlite import SQLiteAggregateRecorder
 from psycopg import InterfaceError, OperationalError
@@ -49,6 +55,7 @@ from services.registry.sealing import (
     store_cipher_env,
 )
 from services.registry.targets import Target, TargetBook
+from services.registry.transcoding import FastTranscoder
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -126,6 +133,16 @@ class Registry(Application[UUID]):
         with _setting_up(settings):
             super().__init__(env={**settings.eventsourcing_env(), **store_cipher_env(kek)})
         self._check_store_opens()
+
+    def construct_transcoder(self) -> Transcoder:
+        """The library's JSON transcoder, but written and read by orjson (`transcoding.py`):
+        the same stored format, so stores written before or after read alike."""
+        transcoder = self.factory.transcoder()
+        if type(transcoder) is JSONTranscoder:
+            transcoder = FastTranscoder()
+        if isinstance(transcoder, JSONTranscoder):
+            self.register_transcodings(transcoder)
+        return transcoder
 
     def _check_store_opens(self) -> None:
         """Refuse a KEK that does not open the events already stored (a wrong KEK_FILE)."""
