@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import date
-from uuid import UUID, uuid5
+from uuid import UUID, SafeUUID
 
 COMMAND_NAMESPACE = UUID("6f0c2a4e-3b1d-5e8a-9c47-0d6b1f2e3a50")
 
@@ -25,6 +25,35 @@ class PersonalNumberError(ValueError):
     def __init__(self, rule: str, message: str) -> None:
         super().__init__(message)
         self.rule = rule
+
+
+_VERSION_5 = 5 << 76 | 0x8000 << 48  # the version and the RFC 4122 variant bits of a uuid5
+_CLEARED = ~(0xF000 << 64 | 0xC000 << 48)  # the bits they replace
+_NEW_UUID = object.__new__
+_SET = object.__setattr__
+
+
+def uuid5(namespace: UUID, name: str) -> UUID:
+    """`uuid.uuid5(namespace, name)` (equal, and alike in every way), built without
+    `UUID.__init__`'s argument checks: a command id and an event id each need one, and the
+    signer and relay one per event (~3 µs in the standard library, ~1 µs here)."""
+    digest = hashlib.sha1(_bytes_of(namespace) + name.encode(), usedforsecurity=False).digest()
+    made = _NEW_UUID(UUID)
+    _SET(made, "int", int.from_bytes(digest[:16]) & _CLEARED | _VERSION_5)
+    _SET(made, "is_safe", SafeUUID.unknown)
+    return made
+
+
+_NAMESPACE_BYTES: dict[UUID, bytes] = {}
+
+
+def _bytes_of(namespace: UUID) -> bytes:
+    found = _NAMESPACE_BYTES.get(namespace)
+    if found is None:
+        if len(_NAMESPACE_BYTES) > 4096:  # an account id is a namespace: bound the memory
+            _NAMESPACE_BYTES.clear()
+        found = _NAMESPACE_BYTES[namespace] = namespace.bytes
+    return found
 
 
 def account_id(citizen_id: str, secret: bytes) -> UUID:
