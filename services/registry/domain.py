@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 from uuid import UUID, uuid5
 
+import orjson
 from eventsourcing.domain import Aggregate, event
 
 from schemas import event_types as types
-from schemas.chain import GENESIS, content_of, link_hash
+from schemas.chain import GENESIS, content_of, link_hash, utc_millis
+from services.registry.transcoding import plain_json
 
 # Account states (the registration and account lifecycle).
 NONE = "none"
@@ -353,7 +356,20 @@ def _link(
         where["commune_code"],
         payload,
     )
-    return {"previous_hash": previous, "hash": link_hash(previous, content)}
+    return {"previous_hash": previous, "hash": _link_hash(previous, content)}
+
+
+def _link_hash(previous: str, content: dict[str, Any]) -> str:
+    """`schemas.chain.link_hash(previous, content)`, the canonical JSON written by orjson when
+    that gives the same bytes (`plain_json`: ~5 us less an event), else by link_hash itself."""
+    canonical = {**content, "occurred_at": utc_millis(content["occurred_at"])}
+    if plain_json(canonical):
+        try:
+            text = orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # an int beyond 64 bits, a lone surrogate, ...
+            return link_hash(previous, content)
+        return hashlib.sha256(previous.encode() + b"\n" + text).hexdigest()
+    return link_hash(previous, content)
 
 
 class CommandReceipt(Aggregate):

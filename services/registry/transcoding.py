@@ -18,24 +18,37 @@ from typing import Any
 import orjson
 from eventsourcing.persistence import JSONTranscoder
 
-_SCALARS = frozenset({str, int, bool, type(None), datetime})
+_SCALARS: frozenset[type] = frozenset({str, int, bool, type(None), datetime})
 _ENCODE_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME  # a datetime goes to the registered transcoding
 
 
-def _plain(value: Any) -> bool:
-    """Whether orjson writes `value` exactly as the library's encoder would."""
+def _plain(value: Any, scalars: frozenset[type] = _SCALARS) -> bool:
+    """Whether orjson writes `value` exactly as the library's encoder would: made only of
+    `scalars`, lists, tuples and dicts with str keys."""
     kind = type(value)
     if kind is dict:
         for key, item in value.items():
-            if type(key) is not str or (type(item) not in _SCALARS and not _plain(item)):
+            if type(key) is not str or (type(item) not in scalars and not _plain(item, scalars)):
                 return False
         return True
     if kind is list or kind is tuple:
         for item in value:  # noqa: SIM110 - a loop: all() over a generator is slower here
-            if type(item) not in _SCALARS and not _plain(item):
+            if type(item) not in scalars and not _plain(item, scalars):
                 return False
         return True
-    return kind in _SCALARS
+    return kind in scalars
+
+
+_JSON_SCALARS: frozenset[type] = frozenset({str, int, bool, type(None)})
+
+
+def plain_json(value: Any) -> bool:
+    """Whether `orjson.dumps(value)` is `json.dumps(value, separators=(",", ":"),
+    ensure_ascii=False)` encoded as UTF-8, whatever `default` the latter has, with keys sorted
+    (OPT_SORT_KEYS, sort_keys=True) or not: str, int (within 64 bits, else orjson refuses),
+    bool, None, lists, tuples and dicts with str keys, nothing else (no float: the two write
+    some differently)."""
+    return _plain(value, _JSON_SCALARS)
 
 
 class FastTranscoder(JSONTranscoder):
