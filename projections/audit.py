@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any, NamedTuple
 from uuid import UUID
 
 import orjson
+from vietnam_provinces import Ward
 
 from projections.clickhouse import LockedClient, connect
 from schemas.chain import first_broken_link
@@ -40,8 +42,8 @@ BREAKDOWNS = {
 REGISTRATIONS = f"event_type = '{REGISTRATION_RECEIVED}'"
 NOT_READS = f"event_type != '{HISTORY_READ}'"
 # Every table of one database's read models: what a rebuild swaps in, all at once.
-READ_MODEL_TABLES = ("audit_events", "access_events", "hourly_counts", "device_hours",
-                     "commune_progress", "access_by_time", "freshness_minutes")  # fmt: skip
+READ_MODEL_TABLES = ("audit_events", "access_events", "hourly_totals", "device_activity",
+                     "commune_totals", "access_by_time", "freshness_by_minute")  # fmt: skip
 
 
 def _json_default(value: Any) -> str:
@@ -129,14 +131,27 @@ def verify_history(
     }  # fmt: skip
 
 
-def _in_place_and_hours(level: str, only: str) -> str:
-    """WHERE: one commune or province ({code}), rows matching `only`, in the hours from the
-    one that holds {since} to the one before {until} (hourly_counts keeps whole hours)."""
-    column = "commune_code" if level == "commune" else "province_code"
-    return (
-        f"WHERE {column} = {{code:String}} AND {only} "
-        f"AND hour >= toStartOfHour({{since:DateTime64(3)}}) AND hour < {{until:DateTime64(3)}}"
+@lru_cache(maxsize=8192)  # 3,321 current communes
+def province_of_commune(commune_code: str) -> str:
+    """The province code of a current commune code ('' for a code no current commune has)."""
+    try:
+        return f"{int(Ward.from_code(int(commune_code)).province_code):02d}"  # type: ignore[arg-type]
+    except (ValueError, KeyError):
+        return ""
+
+
+def _in_place_and_hours(level: str, code: str, only: str) -> tuple[str, dict[str, str]]:
+    """WHERE: one commune or province, rows matching `only`, in the hours from the one that
+    holds {since} to the one before {until} (the tables keep whole hours); and its parameters.
+    The tables are ordered by province, then hour: a commune's read names its province too."""
+    place = (
+        "province_code = {province:String} AND hour >= toStartOfHour({since:DateTime64(3)}) "
+        "AND hour < {until:DateTime64(3)}"
     )
+    if level != "commune":
+        return f"WHERE {place} AND {only}", {"province": code}
+    where = f"WHERE {place} AND commune_code = {{commune:String}} AND {only}"
+    return where, {"province": province_of_commune(code), "commune": code}
 
 
 class ResumePoint(NamedTuple):
@@ -226,7 +241,7 @@ class AuditTrail:
         """One account's events in sequence order and the reads of it in store order, in one
         query (each is a primary-key range of its table)."""
         sql = (
-            f"{self._events_sql()} UNION ALL SELECT 1 AS k, {', '.join(HISTORY_COLUMNS)} "
+            f"{self._events_sql()} UNION ALL SELECT 1 AS k, shown "
             f"FROM {self.access_table} WHERE account_id = {{a:UUID}}"
         )
         events: list[dict[str, Any]] = []
@@ -239,18 +254,18 @@ class AuditTrail:
 
     def _events_sql(self) -> str:
         return (
-            f"SELECT 0 AS k, {', '.join(HISTORY_COLUMNS)} FROM {self.table} "
-            f"WHERE account_id = {{a:UUID}} AND {NOT_READS}"
+            f"SELECT 0 AS k, shown FROM {self.table} WHERE account_id = {{a:UUID}} AND {NOT_READS}"
         )
 
     def _rows(self, sql: str, account_id: UUID) -> list[tuple[int, dict[str, Any]]]:
-        """(kind, row as the auditor is shown it) for each row `sql` returns."""
+        """(kind, row as the auditor is shown it) for each row `sql` returns: its column
+        `shown` packs the HISTORY_COLUMNS as a JSON array (audit.sql)."""
         out = []
-        for kind, *row in self.client.query_rows(sql, {"a": str(account_id)}):
-            item = dict(zip(HISTORY_COLUMNS, row, strict=True))
-            item["event_id"], item["account_id"] = str(item["event_id"]), str(item["account_id"])
-            for name in ("occurred_at", "recorded_at"):
-                item[name] = as_utc(item[name])
+        for kind, shown in self.client.query_rows(sql, {"a": str(account_id)}):
+            item = dict(zip(HISTORY_COLUMNS, orjson.loads(shown), strict=True))
+            item["sequence"], item["position"] = int(item["sequence"]), int(item["position"])
+            for name in ("occurred_at", "recorded_at"):  # "2023-06-27 04:00:00.123", UTC
+                item[name] = as_utc(datetime.fromisoformat(item[name]))
             item["actor"] = item["actor"] or None  # none recorded (see to_columns)
             item["payload"] = payload_of(item["event_type"], orjson.loads(item.pop("detail")), item)
             out.append((int(kind), item))
@@ -260,16 +275,17 @@ class AuditTrail:
         self, level: str, code: str, since: datetime, until: datetime, by: str = "event_type"
     ) -> list[tuple[datetime, str, int]]:
         """(hour, key, count) by the hour events happened, in a commune or a province, for the
-        whole hours from `since`'s to before `until` (hourly_counts).
+        whole hours from `since`'s to before `until` (hourly_totals).
 
         `by` is event_type (all events), or channel / phone / device (registrations received).
         """
         only = "1" if by == "event_type" else REGISTRATIONS
+        where, place = _in_place_and_hours(level, code, only)
         sql = (
-            f"SELECT hour, {BREAKDOWNS[by]} AS key, sum(n) FROM {self.database}.hourly_counts "
-            f"{_in_place_and_hours(level, only)} GROUP BY hour, key ORDER BY hour, key"
+            f"SELECT hour, {BREAKDOWNS[by]} AS key, sum(n) FROM {self.database}.hourly_totals "
+            f"{where} GROUP BY hour, key ORDER BY hour, key"
         )
-        rows = self.client.query_rows(sql, {"code": code, "since": since, "until": until})
+        rows = self.client.query_rows(sql, {**place, "since": since, "until": until})
         return [(as_utc(hour), str(k), int(n)) for hour, k, n in rows]
 
     def device_days(
@@ -277,18 +293,16 @@ class AuditTrail:
     ) -> list[tuple[str, str, date, int, datetime, datetime, int, int]]:
         """Per device and Vietnam day: (device, station, day, registrations, first and last
         working hour, hours with registrations, most in one hour), computed by the engine over
-        device_hours (only the device-days travel back)."""
-        place = "commune_code" if level == "commune" else "province_code"
+        device_activity (only the device-days travel back)."""
+        where, place = _in_place_and_hours(level, code, "1")
         sql = (
             f"SELECT device_id, any(station), toDate(hour, 'Asia/Ho_Chi_Minh') AS day, "
             f"sum(per_hour), min(hour), max(hour), count(), max(per_hour) FROM ("
             f" SELECT device_id, any(station_id) AS station, hour, sum(n) AS per_hour "
-            f" FROM {self.database}.device_hours WHERE {place} = {{code:String}} "
-            f" AND hour >= toStartOfHour({{since:DateTime64(3)}}) "
-            f" AND hour < {{until:DateTime64(3)}} GROUP BY device_id, hour"
+            f" FROM {self.database}.device_activity {where} GROUP BY device_id, hour"
             f") GROUP BY device_id, day ORDER BY device_id, day"
         )
-        rows = self.client.query_rows(sql, {"code": code, "since": since, "until": until})
+        rows = self.client.query_rows(sql, {**place, "since": since, "until": until})
         return [(str(d), str(st), day, int(n), as_utc(first), as_utc(last), int(active),
                  int(peak)) for d, st, day, n, first, last, active, peak in rows]  # fmt: skip
 
@@ -317,7 +331,7 @@ class AuditTrail:
         over the minutes stored in the last `minutes` (t-digest quantiles)."""
         sql = (
             f"SELECT sum(events), quantilesTDigestMerge(0.5, 0.99)(latency) "
-            f"FROM {self.database}.freshness_minutes "
+            f"FROM {self.database}.freshness_by_minute "
             f"WHERE minute >= toStartOfMinute(now() - INTERVAL {int(minutes)} MINUTE)"
         )
         n, quantiles = self.client.query_rows(sql)[0]
@@ -325,14 +339,19 @@ class AuditTrail:
         return {"events": int(n or 0), "p50_s": float(p50) / 1000, "p99_s": float(p99) / 1000}
 
     def cumulative(self, level: str, code: str) -> dict[str, dict[str, int]]:
-        """commune -> {received, activated}: distinct accounts, in a commune or a province."""
-        column = "commune_code" if level == "commune" else "province_code"
+        """commune -> {received, activated}: accounts whose first registration was taken in the
+        commune, and accounts activated there (commune_totals), in a commune or a province."""
+        if level == "commune":
+            where, params = "commune_code = {commune:String}", {"commune": code}
+            params["province"] = province_of_commune(code)
+        else:
+            where, params = "1", {"province": code}
         sql = (
-            f"SELECT commune_code, uniqExactMerge(received), uniqExactMerge(activated) "
-            f"FROM {self.database}.commune_progress WHERE {column} = {{code:String}} "
-            f"GROUP BY commune_code"
+            f"SELECT commune_code, sum(received), sum(activated) "
+            f"FROM {self.database}.commune_totals WHERE province_code = {{province:String}} "
+            f"AND {where} GROUP BY commune_code"
         )
-        rows = self.client.query_rows(sql, {"code": code})
+        rows = self.client.query_rows(sql, params)
         return {c: {"received": int(r), "activated": int(a)} for c, r, a in rows}
 
     def totals(self) -> dict[str, int]:

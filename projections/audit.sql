@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS {db}.audit_events
     actor           String
 )
 ENGINE = MergeTree
-ORDER BY (account_id, sequence);
+ORDER BY (account_id, sequence)
+SETTINGS index_granularity = 1024;
 
 -- Read models made before topic ids were recorded get the column (all zeros: unknown).
 ALTER TABLE {db}.audit_events ADD COLUMN IF NOT EXISTS topic_id UUID AFTER kafka_offset;
@@ -48,6 +49,22 @@ ALTER TABLE {db}.access_events ADD COLUMN IF NOT EXISTS sealed_citizen_id String
 -- recorded with an actor fail their proofs until rebuilt from the topic (which has it).
 ALTER TABLE {db}.audit_events ADD COLUMN IF NOT EXISTS actor String AFTER topic_id;
 ALTER TABLE {db}.access_events ADD COLUMN IF NOT EXISTS actor String AFTER topic_id;
+
+-- The row as the auditor is shown it, packed in one column (a JSON array of the columns in
+-- projections/audit.py HISTORY_COLUMNS order), computed by the engine on insert and again by any
+-- UPDATE of a column it packs: a history read touches the key and this column, in granules of
+-- 1,024 rows, instead of nineteen columns of 8,192 (read models made before this setting keep
+-- 8,192 until rebuilt; their older parts compute the column when read).
+ALTER TABLE {db}.audit_events ADD COLUMN IF NOT EXISTS shown String MATERIALIZED
+    formatRowNoNewline('JSONCompactEachRow', event_id, event_type, account_id, sequence,
+        position, sealed_citizen_id, occurred_at, recorded_at, province_code, commune_code,
+        station_id, device_id, operator_id, channel, phone, detail, previous_hash, hash, actor)
+    CODEC(ZSTD(1));
+ALTER TABLE {db}.access_events ADD COLUMN IF NOT EXISTS shown String MATERIALIZED
+    formatRowNoNewline('JSONCompactEachRow', event_id, event_type, account_id, sequence,
+        position, sealed_citizen_id, occurred_at, recorded_at, province_code, commune_code,
+        station_id, device_id, operator_id, channel, phone, detail, previous_hash, hash, actor)
+    CODEC(ZSTD(1));
 
 -- One row per rebuild; the latest says whether the read models hold the whole topic, or
 -- were rebuilt after events had been deleted from it (accepted loss: marked incomplete).

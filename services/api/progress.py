@@ -167,7 +167,7 @@ def window(since: datetime | None, until: datetime | None, days: int) -> tuple[d
 
 
 def whole_hours(start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    """The window widened to whole hours: the counts are kept per hour (hourly_counts)."""
+    """The window widened to whole hours: the counts are kept per hour (hourly_totals)."""
     floor = start.replace(minute=0, second=0, microsecond=0)
     ceiling = end.replace(minute=0, second=0, microsecond=0)
     return floor, ceiling if ceiling == end else ceiling + timedelta(hours=1)

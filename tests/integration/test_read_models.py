@@ -5,6 +5,7 @@ and a rebuild swaps them in with the rows."""
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -13,7 +14,7 @@ from projections.audit import AuditTrail, audit_trail
 from projections.clickhouse import connect
 from projections.rebuild import rebuild
 from services.registry.application import Registry
-from services.registry.commands import ActivateAccount, SetTarget
+from services.registry.commands import ActivateAccount, DecideRegistration, SetTarget
 from services.registry.targets import Target
 from services.settings import Settings
 from tests.support.broker import as_admin
@@ -22,6 +23,7 @@ from tests.support.kafka import publish_all
 from tests.support.read_models import projector_for, run_until
 
 COMMUNES = ("22420", "22453", "22528")  # in Khánh Hòa (56)
+WHOLE_WINDOW = (datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC))
 
 
 def loaded(settings: Settings, chdb_url: str) -> tuple[Registry, AuditTrail]:
@@ -50,7 +52,7 @@ def figures(trail: AuditTrail) -> dict[str, Any]:
         "rows": q(f"SELECT count() FROM {rows}")[0][0],
         "hourly": sorted(
             q(
-                f"SELECT commune_code, hour, event_type, sum(n) FROM {db}.hourly_counts "
+                f"SELECT commune_code, hour, event_type, sum(n) FROM {db}.hourly_totals "
                 "GROUP BY ALL HAVING sum(n) > 0"
             )
         ),  # fmt: skip
@@ -65,12 +67,12 @@ def figures(trail: AuditTrail) -> dict[str, Any]:
             c: {c: {"received": r, "activated": a}}
             for c, r, a in q(
                 "SELECT commune_code, "
-                "uniqExactIf(account_id, event_type = 'registration_received'), "
+                "uniqExactIf(account_id, event_type = 'registration_received' AND sequence = 1), "
                 f"uniqExactIf(account_id, event_type = 'account_activated') FROM {rows} "
                 f"GROUP BY commune_code"
             )
         },  # fmt: skip
-        "freshness_rows": q(f"SELECT sum(events) FROM {db}.freshness_minutes")[0][0],
+        "freshness_rows": q(f"SELECT sum(events) FROM {db}.freshness_by_minute")[0][0],
     }
 
 
@@ -83,6 +85,36 @@ def test_per_query_tables_agree_with_the_rows(kafka_bootstrap, settings, chdb_ur
     assert found["progress"]["22420"]["22420"] == {"received": 4, "activated": 2}
     assert found["freshness_rows"] == found["rows"]
     assert set(trail.cumulative("province", "56")) == set(COMMUNES)
+
+
+def test_a_retake_is_not_a_second_account(kafka_bootstrap, settings, chdb_url) -> None:
+    """Progress counts accounts, not registrations: rejected (unreadable fingerprints, say)
+    and taken again, a citizen is received once; activated, once."""
+    registry = Registry(settings)
+    first = register_command(commune=COMMUNES[0])
+    registry.handle(first)
+    registry.handle(DecideRegistration(command_id=f"rej-{first.citizen_id}",
+                                       citizen_id=first.citizen_id, decision="rejected",
+                                       reason="unreadable fingerprints",
+                                       decided_at="2023-06-27T10:00:00+07:00"))  # fmt: skip
+    retake = dataclasses.replace(register_command(first.citizen_id, COMMUNES[0]),
+                                 captured_at="2023-06-27T11:00:00+07:00")  # fmt: skip
+    registry.handle(retake)
+    registry.handle(approve_command(first.citizen_id))
+    registry.handle(register_command(commune=COMMUNES[0]))  # another citizen
+    events = publish_all(settings, registry)
+    projector = projector_for(settings, chdb_url)
+    run_until(projector, events)
+    projector.close()
+    trail = projector.trail
+    received = trail.client.query_rows(
+        f"SELECT count() FROM {trail.table} WHERE event_type = 'registration_received'"
+    )[0][0]
+    assert received == 3  # two registrations of one citizen, one of another
+    assert trail.cumulative("commune", COMMUNES[0]) == {
+        COMMUNES[0]: {"received": 2, "activated": 0}
+    }
+    assert trail.cumulative("province", "56")[COMMUNES[0]]["received"] == 2
 
 
 def test_a_batch_inserted_twice_counts_once(kafka_bootstrap, settings, chdb_url) -> None:
@@ -132,7 +164,7 @@ def test_read_models_made_before_the_views_are_backfilled(
 ) -> None:
     _, trail = loaded(settings, chdb_url)
     before = figures(trail)
-    for table in ("hourly_counts", "commune_progress", "freshness_minutes"):
+    for table in ("hourly_totals", "commune_totals", "freshness_by_minute"):
         trail.client.command(f"TRUNCATE TABLE {trail.database}.{table}")
     assert figures(trail)["hourly"] == []
     connect(chdb_url, trail.database)  # what the next start does
@@ -140,11 +172,36 @@ def test_read_models_made_before_the_views_are_backfilled(
     assert after["hourly"] == before["hourly"] and after["progress"] == before["progress"]
 
 
+def test_read_models_of_the_older_layout_are_replaced_and_filled(
+    kafka_bootstrap, settings, chdb_url
+) -> None:
+    """Tables of the layout before hourly_totals / device_activity / commune_totals /
+    freshness_by_minute are dropped at the next start, and the new ones filled from the rows."""
+    _, trail = loaded(settings, chdb_url)
+    before = figures(trail)
+    db = trail.database
+    for table in ("hourly_totals", "device_activity", "commune_totals", "freshness_by_minute"):
+        trail.client.command(f"DROP TABLE {db}.{table}_mv")
+        trail.client.command(f"DROP TABLE {db}.{table}")
+    trail.client.command(
+        f"CREATE TABLE {db}.hourly_counts (n UInt64) ENGINE = MergeTree ORDER BY n"
+    )
+    trail.client.command(
+        f"CREATE MATERIALIZED VIEW {db}.hourly_counts_mv TO {db}.hourly_counts AS "
+        f"SELECT toUInt64(count()) AS n FROM {db}.audit_events"
+    )
+    connect(chdb_url, db)  # what the next start does
+    tables = {r[0] for r in trail.client.query_rows(f"SHOW TABLES FROM {db}")}
+    assert "hourly_counts" not in tables and "hourly_counts_mv" not in tables
+    assert figures(trail) == before
+    assert trail.device_days("commune", COMMUNES[0], *WHOLE_WINDOW)  # filled too
+
+
 def test_a_rebuild_swaps_in_the_counts_with_the_rows(kafka_bootstrap, settings, chdb_url) -> None:
     settings = dataclasses.replace(settings, clickhouse_url=chdb_url)
     _, trail = loaded(settings, chdb_url)
     before = figures(trail)
-    trail.client.command(f"TRUNCATE TABLE {trail.database}.hourly_counts")  # damaged counts
+    trail.client.command(f"TRUNCATE TABLE {trail.database}.hourly_totals")  # damaged counts
     rebuild(settings, show_progress=False)
     after = figures(audit_trail(chdb_url, settings.clickhouse_database))
     assert after["hourly"] == before["hourly"] and after["progress"] == before["progress"]
