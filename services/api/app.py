@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from services.api import (
     audit_routes,
@@ -21,6 +22,11 @@ from services.metrics import HttpMetrics, Metrics
 from services.settings import Settings
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
+# FastAPI's own OpenTelemetry spans, metrics and logs: off. The API exports its metrics itself
+# (services.metrics, /metrics) and configures no OpenTelemetry provider, so these would record
+# nothing; left on, FastAPI still asks the global providers on every request whether one was
+# configured since (a tenth of the event loop's time on a registration, py-spy).
+TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 def create_app(
@@ -31,6 +37,7 @@ def create_app(
         title="Project 06 e-ID event backbone",
         version="0.1.0",
         default_response_class=OrjsonResponse,
+        telemetry=TELEMETRY_OFF,
         lifespan=lifespan(settings, embedded_projector, metrics, embedded_signer),
     )
     app.state.settings = settings
