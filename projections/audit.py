@@ -41,6 +41,10 @@ BREAKDOWNS = {
 }
 REGISTRATIONS = f"event_type = '{REGISTRATION_RECEIVED}'"
 NOT_READS = f"event_type != '{HISTORY_READ}'"
+# A device-day as /v1/progress/devices shows it (AuditTrail.device_days).
+DEVICE_DAY_FIELDS = ("device_id", "station_id", "date", "registrations", "first_hour",
+                     "last_hour", "active_hours", "idle_hours", "peak_per_hour")  # fmt: skip
+VIETNAM_ISO = "%Y-%m-%dT%H:%i:%S+07:00"  # Vietnam keeps UTC+7 all year (no daylight saving)
 # Every table of one database's read models: what a rebuild swaps in, all at once.
 READ_MODEL_TABLES = ("audit_events", "access_events", "hourly_totals", "device_activity",
                      "commune_totals", "access_by_time", "freshness_by_minute")  # fmt: skip
@@ -290,21 +294,25 @@ class AuditTrail:
 
     def device_days(
         self, level: str, code: str, since: datetime, until: datetime
-    ) -> list[tuple[str, str, date, int, datetime, datetime, int, int]]:
-        """Per device and Vietnam day: (device, station, day, registrations, first and last
-        working hour, hours with registrations, most in one hour), computed by the engine over
-        device_activity (only the device-days travel back)."""
+    ) -> list[dict[str, Any]]:
+        """Per device and Vietnam day, as the dashboard shows it: registrations, first and last
+        working hour (Vietnam time, RFC 3339), hours with registrations, idle hours between the
+        first and the last (clock hours with none: "the machine waits for people"), most in
+        one hour. All computed and formatted by the engine over device_activity: a province's
+        week is thousands of device-days, and only they travel back, ready to send."""
         where, place = _in_place_and_hours(level, code, "1")
+        local = f"'{VIETNAM_ISO}', 'Asia/Ho_Chi_Minh'"
         sql = (
-            f"SELECT device_id, any(station), toDate(hour, 'Asia/Ho_Chi_Minh') AS day, "
-            f"sum(per_hour), min(hour), max(hour), count(), max(per_hour) FROM ("
+            f"SELECT device_id, any(station), toString(toDate(hour, 'Asia/Ho_Chi_Minh')) AS day, "
+            f"sum(per_hour), formatDateTime(min(hour), {local}), "
+            f"formatDateTime(max(hour), {local}), count(), "
+            f"dateDiff('hour', min(hour), max(hour)) + 1 - count(), max(per_hour) FROM ("
             f" SELECT device_id, any(station_id) AS station, hour, sum(n) AS per_hour "
             f" FROM {self.database}.device_activity {where} GROUP BY device_id, hour"
             f") GROUP BY device_id, day ORDER BY device_id, day"
         )
         rows = self.client.query_rows(sql, {**place, "since": since, "until": until})
-        return [(str(d), str(st), day, int(n), as_utc(first), as_utc(last), int(active),
-                 int(peak)) for d, st, day, n, first, last, active, peak in rows]  # fmt: skip
+        return [dict(zip(DEVICE_DAY_FIELDS, row, strict=True)) for row in rows]
 
     def access_log(self, since: datetime, until: datetime, limit: int) -> list[dict[str, Any]]:
         """Who read which account's history or state, when, and for what stated purpose."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -10,10 +10,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from vietnam_provinces import Province, Ward
 
 from projections.audit import AuditTrail
-from services.api.deps import EARLIEST, READ, VN, backbone_of, bounded, vn
+from services.api.deps import EARLIEST, READ, backbone_of, bounded, vn
 from services.api.errors import ApiError
 from services.api.models import Instant, WholeNumber
-from services.api.responses import errors
+from services.api.responses import OrjsonResponse, errors
 from services.registry.application import Registry
 from services.registry.targets import Target
 
@@ -90,26 +90,6 @@ def progress(registry: Registry, trail: AuditTrail, level: str, code: str) -> di
         **_against(totals, target_totals),
         "communes": rows,
     }
-
-
-def device_days(
-    rows: list[tuple[str, str, date, int, datetime, datetime, int, int]],
-) -> list[dict[str, Any]]:
-    """Per device and local day: registrations, working span, and idle hours inside the span.
-
-    An idle hour is a clock hour between the device's first and last registration of the day
-    in which it took none: "the machine waits for people".
-    """
-    out = []
-    for device, station, day, registrations, first, last, active, peak in rows:
-        span = int((last - first) / timedelta(hours=1)) + 1
-        out.append({
-            "device_id": device, "station_id": station, "date": day.isoformat(),
-            "registrations": registrations, "first_hour": first.astimezone(VN).isoformat(),
-            "last_hour": last.astimezone(VN).isoformat(), "active_hours": active,
-            "idle_hours": span - active, "peak_per_hour": peak,
-        })  # fmt: skip
-    return out
 
 
 LEVEL_DIGITS = {"commune": 5, "province": 2}
@@ -242,16 +222,20 @@ def hourly(
     }  # fmt: skip
 
 
-@router.get("/v1/progress/devices", dependencies=[READ], responses=errors(WINDOW_ERRORS))
+@router.get(
+    "/v1/progress/devices", dependencies=[READ], responses=errors(WINDOW_ERRORS),
+    response_model=dict[str, Any], response_class=OrjsonResponse,
+)  # fmt: skip
 def devices(
     request: Request, place: Place, since: Since = None, until: Until = None
-) -> dict[str, Any]:
+) -> OrjsonResponse:
     """Per-device daily throughput and idle hours (registrations received; default: the last
     seven days)."""
     level, code = place
     start, end = whole_hours(*window(since, until, days=7))
-    rows = backbone_of(request).trail.device_days(level, code, start, end)
-    return {"level": level, "code": code, "days": device_days(rows)}
+    days = backbone_of(request).trail.device_days(level, code, start, end)
+    # Thousands of device-days for a province's week: rendered by orjson, not validated again.
+    return OrjsonResponse({"level": level, "code": code, "days": days})
 
 
 @router.get(

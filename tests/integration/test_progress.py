@@ -81,6 +81,12 @@ def test_device_days_show_throughput_and_idle_hours(counted) -> None:
     summary = {d["device_id"]: (d["date"], d["registrations"], d["active_hours"],
                                 d["idle_hours"], d["peak_per_hour"]) for d in days}  # fmt: skip
     assert summary == {"dev-A": (DAY, 3, 2, 2, 2), "dev-B": (DAY, 1, 1, 0, 1)}
+    # Working hours in Vietnam time, as the engine formats them: the first and the last clock
+    # hour with a registration.
+    spans = {d["device_id"]: (d["first_hour"], d["last_hour"], d["station_id"]) for d in days}
+    assert spans["dev-A"][:2] == (f"{DAY}T08:00:00+07:00", f"{DAY}T11:00:00+07:00")
+    assert spans["dev-B"][:2] == (f"{DAY}T09:00:00+07:00", f"{DAY}T09:00:00+07:00")
+    assert all(isinstance(st, str) and st for *_, st in spans.values())
 
 
 def test_cumulative_progress_against_the_target(counted) -> None:
