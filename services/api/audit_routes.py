@@ -6,6 +6,7 @@ browser logs); the retired GET paths that carried it answer 410.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
@@ -31,21 +32,39 @@ def _audited_account(
     request: Request, citizen_id: str, purpose: str, scope: str
 ) -> tuple[Account, dict[int, datetime]]:
     """The citizen's account (and when each of its events was recorded), after recording this
-    read of it; 404 if there is none.
+    read of it; 404 if there is none."""
+    account, recorded = _account(request, citizen_id, purpose, scope)
+    _record(request, account, purpose, scope)
+    return account, recorded
+
+
+def _account(
+    request: Request, citizen_id: str, purpose: str, scope: str
+) -> tuple[Account, dict[int, datetime]]:
+    """The citizen's account (and when each of its events was recorded); 404 if there is none.
 
     A read of a number with no account is recorded too (under the account id the number would
     have), so that probing for who is registered leaves a trace.
     """
     registry = backbone_of(request).registry
     account, recorded = registry.account_with_times(citizen_id)
-    actor, role = request.state.actor, request.state.role
     if account is None:
         place = {"commune_code": "", "province_code": ""}
-        registry.record_access_to(registry.account_id(citizen_id), place, actor, role, purpose,
-                                  scope)  # fmt: skip
+        registry.record_access_to(registry.account_id(citizen_id), place, request.state.actor,
+                                  request.state.role, purpose, scope)  # fmt: skip
         raise ApiError(404, "account_not_found", "no history is recorded for this citizen")
-    registry.record_access(account, actor, role, purpose, scope)
     return account, recorded
+
+
+def _record(request: Request, account: Account, purpose: str, scope: str) -> None:
+    """Record this read of `account` (committed when this returns; else it raises)."""
+    actor, role = request.state.actor, request.state.role
+    backbone_of(request).registry.record_access(account, actor, role, purpose, scope)
+
+
+# The read model's query runs here while the read is being recorded (both wait on their engine,
+# not on Python): an answer still leaves only once its record is committed.
+_QUERIES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="history-rows")
 
 
 def revealed(registry: Registry, account_id: UUID, event: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +89,7 @@ def history(body: HistoryIn, request: Request) -> dict[str, Any]:
     The read itself is recorded (who, when, why) before anything is returned.
     """
     backbone = backbone_of(request)
-    account, recorded = _audited_account(request, body.citizen_id, body.purpose, "history")
+    account, recorded = _account(request, body.citizen_id, body.purpose, "history")
     # The watermarks first, the rows after: whatever the projectors had read by then is in the
     # rows; read the other way round, a row stored in between would count as missing.
     projector, readers = backbone.projector, backbone.access_projector
@@ -78,7 +97,13 @@ def history(body: HistoryIn, request: Request) -> dict[str, Any]:
         projector.watermark(str(account.id)) if projector else backbone.trail.watermark(account.id)
     )
     reads_watermark = readers.watermark(str(account.id)) if readers else watermark
-    events, reads = backbone.trail.history_and_reads(account.id)
+    rows = _QUERIES.submit(backbone.trail.history_and_reads, account.id)
+    try:
+        _record(request, account, body.purpose, "history")  # before anything is answered
+    except BaseException:
+        wait([rows])  # not left running behind the error, which is the one raised
+        raise
+    events, reads = rows.result()
     view = attach_proofs(backbone.log, account.id, events, reads) if backbone.log else None
     origin = backbone.settings.checkpoint_origin
     verification = verify_signed_history(  # the rows exactly as stored, against what was signed

@@ -239,6 +239,33 @@ def test_a_read_of_an_unknown_number_is_recorded_and_answers_404(app) -> None:
     assert unknown not in str(reads)
 
 
+def test_a_read_that_cannot_be_recorded_is_not_answered(app, monkeypatch) -> None:
+    """The read model is queried while the read is being recorded; when recording fails, the
+    answer is an error and carries nothing of the history."""
+    client, backbone = app
+    citizen_id = registered_and_approved(client, backbone)
+    assert history(client, citizen_id, 2)["events"]  # projected: there is something to leak
+    queried = []
+    real_rows = backbone.trail.history_and_reads
+
+    def rows(account_id: Any) -> Any:
+        queried.append(account_id)
+        return real_rows(account_id)
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(backbone.trail, "history_and_reads", rows)
+    monkeypatch.setattr(backbone.registry, "record_access", refused)
+    before = backbone.registry.recorder.max_notification_id()
+    failing = TestClient(client.app, raise_server_exceptions=False)  # no second start-up
+    response = read(failing, citizen_id)
+    assert response.status_code == 500
+    assert "events" not in response.text and citizen_id not in response.text
+    assert queried  # the query did run, beside the failed record
+    assert backbone.registry.recorder.max_notification_id() == before
+
+
 def test_retired_paths_answer_410_and_record_nothing(app) -> None:
     client, backbone = app
     citizen = registered_and_approved(client, backbone)
