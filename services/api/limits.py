@@ -107,7 +107,13 @@ class CommandLimit:
         lot = min(cap, lot * 2) if now < expires else 1
         taken, wait = self.store.lease(principal_id, self.rate, self.burst, lot)
         with self._lock:
-            self._leases[principal_id] = (max(taken - 1, 0), now + self.LEASE_SECONDS, lot)
+            # Commands that found the lot spent at once each lease one: what another left
+            # unspent is kept, not overwritten (those tokens are gone from the shared bucket).
+            left, expires, _ = self._leases.get(principal_id, (0, 0.0, 1))
+            kept = left if self.clock() < expires else 0
+            self._leases[principal_id] = (
+                kept + max(taken - 1, 0), now + self.LEASE_SECONDS, lot
+            )  # fmt: skip
         return wait
 
 

@@ -16,7 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from services.api import progress
-from services.api.app import MAX_BODY_BYTES
+from services.api.app import MAX_BODY_BYTES, TELEMETRY_OFF
 from services.api.errors import install
 from services.api.limits import BodyLimit
 from services.api.responses import OrjsonResponse
@@ -26,7 +26,7 @@ from services.metrics import HttpMetrics, Metrics
 def create_noop_app() -> FastAPI:
     """The API's stack around one route that does nothing (mirrors `services.api.app`)."""
     metrics = Metrics()
-    app = FastAPI(title="no-op", default_response_class=OrjsonResponse)
+    app = FastAPI(title="no-op", default_response_class=OrjsonResponse, telemetry=TELEMETRY_OFF)
     app.state.metrics = metrics
     install(app)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
