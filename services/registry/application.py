@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import logging
-from collections.abc import Iterable
-from contextlib import AbstractContextManager, nullcontext
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -105,6 +107,34 @@ class _Pending:
     # Aggregates and receipts read for the batch in one go, before its first command (None:
     # not in the store); each is taken once, then the batch's own changes or the store count.
     read: dict[UUID, Any] = field(default_factory=dict)
+
+
+_gc_lock = threading.Lock()
+_gc_batches = 0  # batches running with the cyclic collector paused
+_gc_was_enabled = False
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused while a batch runs (process-wide: the first batch to
+    start pauses it, the last to end restores what it was). A batch of 1,000 commands makes
+    tens of thousands of objects that live until it is saved, so the collector ran several
+    times a batch, each time walking all of them, and now and then the whole heap; once the
+    batch is saved they are freed by reference counting, before the collector looks. Cycles
+    made meanwhile (a refusal's traceback, say) wait for it at most one transaction."""
+    global _gc_batches, _gc_was_enabled
+    with _gc_lock:
+        if _gc_batches == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_batches += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_batches -= 1
+            if _gc_batches == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 def _setting_up(settings: Settings) -> AbstractContextManager[None]:
@@ -235,7 +265,7 @@ class Registry(Application[UUID]):
         ]
         # The data keys of the batch's accounts read in a few queries, not one per account;
         # dropped before a conflict's one-by-one redo (another writer may have made some).
-        with self.keys.preloaded(accounts):
+        with _collector_paused(), self.keys.preloaded(accounts):
             pending.read = self._get_many([i for pair in ids for i in pair])
             for command, pair in zip(commands, ids, strict=True):
                 try:
