@@ -138,9 +138,12 @@ class PostgresKeyTable:
     def insert_new(self, made: dict[str, bytes]) -> set[str]:
         # READ COMMITTED: an INSERT that meets another writer's uncommitted row for the same
         # account waits for it, then does nothing; the SELECT after it sees the winner's key.
+        # In account order: two writers inserting overlapping batches wait for each other in
+        # one order, never in a cycle (in arrival order they deadlocked; seen in CI).
         with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO data_keys VALUES (%s, %s) ON CONFLICT DO NOTHING", made.items()
+                "INSERT INTO data_keys VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                sorted(made.items()),
             )
             cur.execute(
                 "SELECT account_id, wrapped FROM data_keys WHERE account_id = ANY(%s)",
