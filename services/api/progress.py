@@ -190,7 +190,7 @@ router = APIRouter()
 
 @router.get("/v1/progress", dependencies=[READ], responses=errors(LOCALITY_ERRORS))
 def cumulative(request: Request, place: Place) -> dict[str, Any]:
-    """Cumulative received and activated (distinct accounts) against targets, in percent."""
+    """Cumulative accounts received (where first registered) and activated, against targets."""
     level, code = place
     backbone = backbone_of(request)
     return progress(backbone.registry, backbone.trail, level, code)
