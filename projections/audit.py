@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from functools import lru_cache
 from typing import Any, NamedTuple
 from uuid import UUID
 
 import orjson
-from vietnam_provinces import Ward
 
 from projections.clickhouse import LockedClient, connect
 from schemas.chain import first_broken_link
 from schemas.event_types import HISTORY_READ, REGISTRATION_RECEIVED
+from services.registry.validation import province_or_none
 
 COLUMNS = [
     "event_id", "event_type", "account_id", "sequence", "position", "sealed_citizen_id",
@@ -135,27 +134,22 @@ def verify_history(
     }  # fmt: skip
 
 
-@lru_cache(maxsize=8192)  # 3,321 current communes
-def province_of_commune(commune_code: str) -> str:
-    """The province code of a current commune code ('' for a code no current commune has)."""
-    try:
-        return f"{int(Ward.from_code(int(commune_code)).province_code):02d}"  # type: ignore[arg-type]
-    except (ValueError, KeyError):
-        return ""
+def _place(level: str, code: str) -> tuple[str, dict[str, str]]:
+    """WHERE terms and parameters of one commune or province. The tables are ordered by
+    province first: a commune's read names its province too (looked up from its code)."""
+    if level != "commune":
+        return "province_code = {province:String}", {"province": code}
+    province = province_or_none(code) or ""  # no current commune: no rows
+    where = "province_code = {province:String} AND commune_code = {commune:String}"
+    return where, {"province": province, "commune": code}
 
 
 def _in_place_and_hours(level: str, code: str, only: str) -> tuple[str, dict[str, str]]:
     """WHERE: one commune or province, rows matching `only`, in the hours from the one that
-    holds {since} to the one before {until} (the tables keep whole hours); and its parameters.
-    The tables are ordered by province, then hour: a commune's read names its province too."""
-    place = (
-        "province_code = {province:String} AND hour >= toStartOfHour({since:DateTime64(3)}) "
-        "AND hour < {until:DateTime64(3)}"
-    )
-    if level != "commune":
-        return f"WHERE {place} AND {only}", {"province": code}
-    where = f"WHERE {place} AND commune_code = {{commune:String}} AND {only}"
-    return where, {"province": province_of_commune(code), "commune": code}
+    holds {since} to the one before {until} (the tables keep whole hours); and its parameters."""
+    place, params = _place(level, code)
+    hours = "hour >= toStartOfHour({since:DateTime64(3)}) AND hour < {until:DateTime64(3)}"
+    return f"WHERE {place} AND {hours} AND {only}", params
 
 
 class ResumePoint(NamedTuple):
@@ -349,15 +343,10 @@ class AuditTrail:
     def cumulative(self, level: str, code: str) -> dict[str, dict[str, int]]:
         """commune -> {received, activated}: accounts whose first registration was taken in the
         commune, and accounts activated there (commune_totals), in a commune or a province."""
-        if level == "commune":
-            where, params = "commune_code = {commune:String}", {"commune": code}
-            params["province"] = province_of_commune(code)
-        else:
-            where, params = "1", {"province": code}
+        where, params = _place(level, code)
         sql = (
             f"SELECT commune_code, sum(received), sum(activated) "
-            f"FROM {self.database}.commune_totals WHERE province_code = {{province:String}} "
-            f"AND {where} GROUP BY commune_code"
+            f"FROM {self.database}.commune_totals WHERE {where} GROUP BY commune_code"
         )
         rows = self.client.query_rows(sql, params)
         return {c: {"received": int(r), "activated": int(a)} for c, r, a in rows}

@@ -59,9 +59,10 @@ class Shortcuts:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.principals: dict[bytes, Principal] = {}
-        for secret, role in settings.auth_tokens.items():
-            digest = hashlib.sha256(secret.encode()).digest()
-            self.principals[digest] = Principal(f"{role}:{digest.hex()[:12]}", role)
+        for secret in settings.auth_tokens:
+            principal = shortcut_principal(secret, settings)
+            if principal is not None:
+                self.principals[hashlib.sha256(secret.encode()).digest()] = principal
 
     def principal(self, token: str) -> Principal | None:
         return self.principals.get(hashlib.sha256(token.encode()).digest())

@@ -9,7 +9,6 @@ from fastapi import Depends, Request
 
 from services.api.auth import require
 from services.api.errors import ApiError
-from services.api.limits import rate_limited
 from services.settings import VIETNAM as VN
 
 if TYPE_CHECKING:
@@ -21,7 +20,6 @@ if TYPE_CHECKING:
 COMMANDS = Depends(require("station", limited=True))  # registrations, activations, sync
 DECIDE = Depends(require("reviewer", limited=True))  # decisions
 OFFICE = Depends(require("officer", limited=True))  # status changes
-LIMITED = Depends(rate_limited)  # the limit alone (COMMANDS, DECIDE and OFFICE include it)
 ADMIN = Depends(require("admin"))
 AUDIT = Depends(require("auditor"))
 READERS = ("viewer", "auditor", "station", "reviewer", "officer")
@@ -34,7 +32,6 @@ __all__ = [
     "AUDIT",
     "COMMANDS",
     "DECIDE",
-    "LIMITED",
     "OFFICE",
     "FEED",
     "READ",

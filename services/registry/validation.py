@@ -20,14 +20,15 @@ class InvalidCommandError(ValueError):
 
 def province_of(commune_code: str) -> str:
     """The current province code of a current commune/ward code, or InvalidCommandError."""
-    province = _province_of(commune_code)
+    province = province_or_none(commune_code)
     if province is None:
         raise InvalidCommandError({"commune_code": "not a current commune or ward code"})
     return province
 
 
 @lru_cache(maxsize=8192)  # 3,321 current communes; a lookup imports and scans (~13 µs)
-def _province_of(commune_code: str) -> str | None:
+def province_or_none(commune_code: str) -> str | None:
+    """The current province code of a current commune/ward code, or None."""
     try:
         ward = Ward.from_code(int(commune_code))  # type: ignore[arg-type]
     except (ValueError, KeyError):
