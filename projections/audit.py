@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -55,11 +55,14 @@ def _json_default(value: Any) -> str:
     raise TypeError(type(value).__name__)
 
 
-def to_columns(records: list[tuple[dict[str, Any], int, int]], topic_id: UUID) -> list[list[Any]]:
-    """The audit rows of (event, partition, offset) records, column by column (COLUMNS), for a
-    column-oriented INSERT. The personal number itself is not stored in the read model. The
-    actor (schema v3) is '' when the record has none (v2 and older records, access records)."""
-    events = [event for event, _, _ in records]
+def to_columns(
+    events: list[dict[str, Any]], places: list[tuple[int, int]], topic_id: UUID
+) -> list[list[Any]]:
+    """The audit rows of `events` read from (partition, offset) `places`, column by column
+    (COLUMNS), for a column-oriented INSERT. Events come as `AvroCodec.decode_plain` gives them
+    (ids as strings, times as epoch milliseconds; `decode`'s objects are taken too, but not
+    mixed in one batch). The personal number itself is not stored in the read model. The actor
+    (schema v3) is '' when the record has none (v2 and older records, access records)."""
     payloads = [dict(event["payload"]) for event in events]
     where = [[str(p.pop(name, "")) for p in payloads] for name in _WHERE_FIELDS]
     dumps = orjson.dumps
@@ -69,13 +72,19 @@ def to_columns(records: list[tuple[dict[str, Any], int, int]], topic_id: UUID) -
         [dumps(p, default=_json_default).decode() for p in payloads],
         [e["previous_hash"] for e in events],
         [e["hash"] for e in events],
-        [partition for _, partition, _ in records],
-        [offset for _, _, offset in records],
-        [topic_id] * len(records),
+        [partition for partition, _ in places],
+        [offset for _, offset in places],
+        [topic_id] * len(events),
         [e.get("actor") or "" for e in events],
     ]
 
 
+def from_millis(millis: int) -> datetime:
+    """An Avro timestamp-millis (epoch milliseconds), as the UTC moment it is."""
+    return EPOCH + timedelta(milliseconds=millis)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EVENT_COLUMNS = COLUMNS[: COLUMNS.index("station_id")]  # taken from the event as they are
 
 

@@ -129,13 +129,13 @@ def redrive(settings: Settings, trail: AuditTrail) -> dict[str, int]:
             counts["other_topic"] += 1
             continue
         try:
-            event = codec.decode(letter["value"])
+            event = codec.decode_plain(letter["value"])
         except SerializationError:
             counts["still_undecodable"] += 1
             continue
         if trail.has_event(event["event_id"]):
             counts["already_stored"] += 1
             continue
-        trail.store(to_columns([(event, partition, offset)], tid))
+        trail.store(to_columns([event], [(partition, offset)], tid))
         counts["redriven"] += 1
     return counts

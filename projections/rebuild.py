@@ -74,12 +74,14 @@ def _replay(
         with tqdm(total=sum(remaining.values()), unit="offset", disable=not show) as bar:
             while remaining:
                 before = {tp: consumer.position(tp) for tp in remaining}
-                projector.store_batch(consumer.poll(timeout_ms=500), limit=ends)
+                # stored while the next poll is read and decoded (one INSERT at a time)
+                projector.submit_batch(consumer.poll(timeout_ms=500), limit=ends)
                 for tp in list(remaining):
                     position = consumer.position(tp)
                     bar.update(min(position, ends[tp]) - min(before[tp], ends[tp]))
                     if position >= ends[tp]:
                         del remaining[tp]
+        projector.flush()
         return projector.stored
     finally:
         projector.close()

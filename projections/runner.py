@@ -16,7 +16,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -24,8 +26,16 @@ from uuid import UUID
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, OffsetOutOfRangeError
 from kafka.partitioner.default import murmur2
+from kafka.structs import OffsetAndMetadata
 
-from projections.audit import ACCESS_TABLE, AuditTrail, ResumePoint, audit_trail, to_columns
+from projections.audit import (
+    ACCESS_TABLE,
+    AuditTrail,
+    ResumePoint,
+    audit_trail,
+    from_millis,
+    to_columns,
+)
 from projections.clickhouse import LockedClient
 from projections.dead_letters import DeadLetters
 from schemas.codec import SerializationError, UnknownSchemaError, citizen_event_codec
@@ -60,11 +70,22 @@ class SchemaNotKnownError(FatalError):
     """A record written with a newer schema, met where the projector cannot pause (rebuild)."""
 
 
+@dataclass
+class _Batch:
+    """One poll's decoded events, where each came from, and each partition's offset range."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    places: list[tuple[int, int]] = field(default_factory=list)  # (partition, offset)
+    ranges: dict[int, list[int]] = field(default_factory=dict)  # partition -> [first, last]
+
+
 class _ResumeFromReadModel(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, projector: Projector) -> None:
         self.projector = projector
 
     def on_partitions_revoked(self, revoked: Any) -> None:
+        # Rows still being written would land after the next owner read where to resume.
+        self.projector.settle()
         log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
@@ -97,8 +118,11 @@ class Projector:
         self._consumer: KafkaConsumer | None = None
         self._unchecked: tuple[dict[int, ResumePoint], dict[TopicPartition, int]] | None
         self._unchecked = None
-        self._committed: dict[TopicPartition, int | None] = {}
+        self._committed: dict[TopicPartition, int] = {}
         self._lag_at = 0.0
+        self._inserter: ThreadPoolExecutor | None = None  # one INSERT at a time, in order
+        self._in_flight: Future[None] | None = None
+        self._to_commit: dict[TopicPartition, int] | None = None
 
     def start(self) -> None:
         s, topic = self.settings, self.settings.kafka_topic
@@ -139,6 +163,7 @@ class Projector:
         is safe run in `step`, before anything is stored (a rebalance listener runs on the
         consumer's network thread and may not block on the broker)."""
         assert self._consumer is not None
+        self.settle()  # where to resume is read once the rows in flight are stored
         points = self.trail.resume_points()
         starts = {tp: points[tp.partition].offset + 1 if tp.partition in points else 0
                   for tp in assigned}  # fmt: skip
@@ -188,7 +213,9 @@ class Projector:
             )
 
     def step(self) -> int:
-        """One poll -> store -> commit cycle; returns the number of events stored."""
+        """One poll -> decode -> store cycle; returns the number of events sent to be stored.
+        The INSERT runs while the next poll is read and decoded (`submit_batch`); the group's
+        offsets are committed once the rows they cover are stored."""
         assert self._consumer is not None, "start() first"
         try:
             polled = self._consumer.poll(timeout_ms=self.options.poll_timeout_ms)
@@ -196,18 +223,23 @@ class Projector:
             self.resume(list(self._consumer.assignment()))
             polled = {}
         self._check_resume()  # after a new assignment, before anything is stored
-        stored = self.store_batch(polled) if polled else 0
-        self._commit_if_moved()
-        self._measure_lag()
-        return stored
-
-    def _commit_if_moved(self) -> None:
-        """Commit the positions once they moved: after stored rows, and also after a poll that
-        only stepped over transaction markers (else the group would lag by one forever)."""
-        assert self._consumer is not None
         positions = {tp: self._consumer.position(tp) for tp in self._consumer.assignment()}
+        if polled:
+            sent = self.submit_batch(polled, positions=positions)
+        else:
+            sent = 0
+            self.flush()
+            self._commit(positions)  # a poll that only stepped over transaction markers
+        self._measure_lag()
+        return sent
+
+    def _commit(self, positions: dict[TopicPartition, int]) -> None:
+        """Commit `positions` unless they are committed already (only stored rows are covered:
+        else the group would claim rows not yet written; markers alone also move them)."""
+        assert self._consumer is not None
         if positions != self._committed:
-            self._consumer.commit()
+            self._consumer.commit({tp: OffsetAndMetadata(offset, "", -1)
+                                   for tp, offset in positions.items()})  # fmt: skip
             self._committed = positions
 
     def _measure_lag(self) -> None:
@@ -240,10 +272,60 @@ class Projector:
         limit: dict[TopicPartition, int] | None = None,
     ) -> int:
         """Decode and store one poll's records in one INSERT (records at or past `limit` are
-        left out), after every dead letter of the poll is acknowledged."""
-        decoded: list[tuple[dict[str, Any], int, int]] = []  # (event, partition, offset)
-        ranges: dict[int, list[int]] = {}  # partition -> [first, last] offset in this batch
-        decode = self.codec.decode
+        left out), after every dead letter of the poll is acknowledged; returns when stored."""
+        self.flush()
+        batch = self._decoded(polled, limit)
+        self.dead_letters.wait_acknowledged()
+        self._store(batch)
+        return len(batch.events)
+
+    def submit_batch(
+        self,
+        polled: dict[TopicPartition, list[Any]],
+        limit: dict[TopicPartition, int] | None = None,
+        positions: dict[TopicPartition, int] | None = None,
+    ) -> int:
+        """`store_batch`, but the INSERT runs on the insert thread while the caller polls and
+        decodes the next batch (the engine works without the GIL). One INSERT at a time, in
+        poll order: this waits for the one before and raises its error, if any, before it
+        submits. `positions` are committed to the group once these rows are stored."""
+        batch = self._decoded(polled, limit)
+        self.flush()  # the batch before is stored (or its error raised) before this one goes
+        self.dead_letters.wait_acknowledged()
+        if not batch.events:
+            if positions is not None:
+                self._commit(positions)
+            return 0
+        if self._inserter is None:
+            self._inserter = ThreadPoolExecutor(1, thread_name_prefix=f"{self.health.name}-insert")
+        self._in_flight = self._inserter.submit(self._store, batch)
+        self._to_commit = positions
+        return len(batch.events)
+
+    def flush(self) -> None:
+        """Wait for the INSERT in flight: raise its error, or commit its positions."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is None:
+            return
+        in_flight.result()
+        if self._to_commit is not None:
+            self._commit(self._to_commit)
+            self._to_commit = None
+
+    def settle(self) -> None:
+        """Wait for the INSERT in flight, leaving its error for `flush` (a rebalance must not
+        hand partitions on, nor read where to resume, while rows are still being written)."""
+        if self._in_flight is not None:
+            futures.wait([self._in_flight])
+
+    def _decoded(
+        self, polled: dict[TopicPartition, list[Any]], limit: dict[TopicPartition, int] | None
+    ) -> _Batch:
+        """The poll's records decoded (plainly: ids as strings, times in epoch ms); dead letters
+        sent (not yet acknowledged); a record of an unknown schema pauses its partition."""
+        batch = _Batch()
+        decode = self.codec.decode_plain
+        events, places, ranges = batch.events, batch.places, batch.ranges
         for tp, records in polled.items():
             partition = tp.partition
             end = limit[tp] if limit is not None else None
@@ -261,22 +343,27 @@ class Projector:
                 except SerializationError as exc:
                     self.dead_letters.send(record, str(exc))
                     continue
-                decoded.append((event, partition, offset))
-        self.dead_letters.wait_acknowledged()
-        self.trail.store(to_columns(decoded, self.topic_id), batch_token(self.topic_id, ranges))
+                events.append(event)
+                places.append((partition, offset))
+        return batch
+
+    def _store(self, batch: _Batch) -> None:
+        """One INSERT of the batch; then the watermarks, the count and `on_batch`."""
+        events = batch.events
+        columns = to_columns(events, batch.places, self.topic_id)
+        self.trail.store(columns, batch_token(self.topic_id, batch.ranges))
         # The watermark moves only once the rows are stored: a reader that sees it must find
         # every row up to it (the API reads through another client, side by side).
-        newest: dict[int, datetime] = {}
-        for event, partition, _ in decoded:
+        newest: dict[int, int] = {}
+        for event, (partition, _) in zip(events, batch.places, strict=True):
             at = event["recorded_at"]
-            if partition not in newest or at > newest[partition]:
+            if at > newest.get(partition, -1):
                 newest[partition] = at
         for partition, at in newest.items():
-            self._saw(partition, at)
-        self.stored += len(decoded)
-        if self.on_batch and decoded:
-            self.on_batch([event for event, _, _ in decoded])
-        return len(decoded)
+            self._saw(partition, from_millis(at))
+        self.stored += len(events)
+        if self.on_batch and events:
+            self.on_batch(events)
 
     def _saw(self, partition: int, recorded_at: datetime) -> None:
         newest = self.consumed.get(partition)
@@ -314,6 +401,14 @@ class Projector:
         broker.run_restarting(self.health, self.start, self.step, self.close, stop)
 
     def close(self) -> None:
+        """Wait for the INSERT in flight (its error was or will be logged by the restart loop
+        or is lost with the process: the next start resumes after what was stored), then
+        close the consumer and the dead-letter producer."""
+        self.settle()
+        self._in_flight = self._to_commit = None
+        if self._inserter is not None:
+            self._inserter.shutdown(wait=True)
+            self._inserter = None
         if self._consumer is not None:
             with contextlib.suppress(KafkaError, OSError):  # a broken consumer still closes
                 self._consumer.close(autocommit=False)

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIServer
 
@@ -186,9 +185,9 @@ class Metrics:
     def projected(self, events: list[dict[str, Any]]) -> None:
         """The projector stored `events` (one batch): size, and recorded -> counted."""
         self.batch_size.observe(len(events))
-        now = datetime.now(UTC)
+        now_ms = time.time() * 1000  # recorded_at in epoch ms (AvroCodec.decode_plain)
         for event in events:
-            self.freshness.observe(max(0.0, (now - event["recorded_at"]).total_seconds()))
+            self.freshness.observe(max(0.0, (now_ms - event["recorded_at"]) / 1000))
 
 
 def chain(

@@ -8,10 +8,12 @@ from typing import Any
 
 import orjson
 
-from projections.audit import COLUMNS, payload_of, to_columns
+from projections.audit import COLUMNS, from_millis, payload_of, to_columns
+from schemas.codec import citizen_event_codec
 from schemas.event_types import REGISTRATION_RECEIVED
 
 TOPIC = uuid.UUID(int=7)
+NS = "vn.project06.eid."
 
 
 def event(sequence: int, **overrides: Any) -> dict[str, Any]:
@@ -34,7 +36,7 @@ def event(sequence: int, **overrides: Any) -> dict[str, Any]:
 
 def test_each_column_holds_its_field_of_every_record_in_order() -> None:
     first, second = event(1), event(2, actor=None, payload={"decision": "approved"})
-    columns = to_columns([(first, 0, 5), (second, 2, 9)], TOPIC)
+    columns = to_columns([first, second], [(0, 5), (2, 9)], TOPIC)
     assert len(columns) == len(COLUMNS)
     rows = [dict(zip(COLUMNS, values, strict=True)) for values in zip(*columns, strict=True)]
     for row, (source, partition, offset) in zip(rows, [(first, 0, 5), (second, 2, 9)], strict=True):
@@ -58,11 +60,32 @@ def test_each_column_holds_its_field_of_every_record_in_order() -> None:
 
 def test_the_payload_comes_back_whole_from_a_row() -> None:
     source = event(1)
-    columns = to_columns([(source, 0, 0)], TOPIC)
+    columns = to_columns([source], [(0, 0)], TOPIC)
     row = {name: column[0] for name, column in zip(COLUMNS, columns, strict=True)}
     payload = payload_of(row["event_type"], orjson.loads(row["detail"]), row)
     assert payload == {**source["payload"], "since": "2023-06-01"}
 
 
 def test_an_empty_batch_has_empty_columns() -> None:
-    assert to_columns([], TOPIC) == [[] for _ in COLUMNS]
+    assert to_columns([], [], TOPIC) == [[] for _ in COLUMNS]
+
+
+def test_events_decoded_plainly_give_the_same_columns_as_decoded_ones() -> None:
+    codec = citizen_event_codec()
+    source = event(1)
+    wire = codec.encode({**source, "event_id": str(source["event_id"]),
+                         "account_id": str(source["account_id"]),
+                         "payload": (NS + "RegistrationReceived", {
+                             "sealed_full_name": "sealed:v1:B", "sealed_date_of_birth": "",
+                             "sealed_sex": "", "station_id": "st-1", "device_id": "dev-1",
+                             "operator_id": "op-1", "channel": "fixed_station",
+                             "phone": "none", "attempt": 1})})  # fmt: skip
+    full, plain = (
+        to_columns([codec.decode(wire)], [(0, 1)], TOPIC),
+        to_columns([codec.decode_plain(wire)], [(0, 1)], TOPIC),
+    )
+    for name, a, b in zip(COLUMNS, full, plain, strict=True):
+        if name in ("occurred_at", "recorded_at"):
+            assert from_millis(b[0]) == a[0]
+        else:
+            assert str(a[0]) == str(b[0]), name

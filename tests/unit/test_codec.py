@@ -17,9 +17,11 @@ from schemas.codec import (
     MAGIC,
     AvroCodec,
     SerializationError,
+    UnknownSchemaError,
     citizen_event_codec,
     load_schema,
     schema_fingerprint,
+    schema_versions,
 )
 
 NS = "vn.project06.eid."
@@ -163,3 +165,42 @@ def test_a_v2_reader_resolves_v3_records_and_a_v3_reader_v2_records() -> None:
     # The codec does the same by fingerprint: a v2 record on the topic decodes with actor null.
     from_topic = AvroCodec(writer=v2, known=[]).encode(older)
     assert citizen_event_codec().decode(from_topic)["actor"] is None
+
+
+@given(
+    name=st.text(max_size=40),
+    seq=st.integers(min_value=0, max_value=2**31),
+    at=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)),
+)
+def test_plain_decoding_is_decoding_with_ids_and_times_left_as_on_the_wire(
+    name: str, seq: int, at: datetime
+) -> None:
+    codec = citizen_event_codec()
+    moment = at.replace(tzinfo=UTC, microsecond=at.microsecond // 1000 * 1000)
+    data = codec.encode(record(sequence=seq, recorded_at=moment, actor=name))
+    full, plain = codec.decode(data), codec.decode_plain(data)
+    assert plain["recorded_at"] == int(moment.timestamp() * 1000)
+    assert plain["occurred_at"] == int(full["occurred_at"].timestamp() * 1000)
+    for key in ("event_id", "account_id"):
+        assert plain[key] == str(full[key])
+    rest = ("event_id", "account_id", "occurred_at", "recorded_at")
+    assert {k: v for k, v in plain.items() if k not in rest} == {
+        k: v for k, v in full.items() if k not in rest
+    }
+
+
+def test_plain_decoding_reads_older_versions_and_refuses_what_decode_refuses() -> None:
+    codec = citizen_event_codec()
+    older = AvroCodec(load_schema(schema_versions()[1]), [])  # v2: no actor
+    data = older.encode(record())
+    assert {k: str(v) for k, v in codec.decode_plain(data).items() if k == "event_id"} == {
+        "event_id": str(codec.decode(data)["event_id"])
+    }
+    assert codec.decode_plain(data)["actor"] == codec.decode(data)["actor"]
+    with pytest.raises(SerializationError):
+        codec.decode_plain(b"\xc3\x01" + codec.header[2:] + b"\xff")
+    with pytest.raises(SerializationError):
+        codec.decode_plain(b"junk")
+    unknown = MAGIC + b"\x00" * 8 + b"body"
+    with pytest.raises(UnknownSchemaError):
+        codec.decode_plain(unknown)
