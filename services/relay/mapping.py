@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
+from eventsourcing.persistence import Mapper
 from eventsourcing.utils import get_topic
 
 from schemas import event_types as types
+from schemas.codec import AvroCodec
 from services.registry.domain import AccessRecord, Account
 from services.registry.identity import event_id
 
@@ -26,6 +28,11 @@ _PUBLIC: dict[type, str] = {
 
 # The event-store topics the relay publishes; everything else (command receipts) stays inside.
 PUBLIC_TOPICS: tuple[str, ...] = tuple(get_topic(cls) for cls in _PUBLIC)
+
+
+def public_type(event_class: type) -> str:
+    """The public event type of a domain event class of the public topics (KeyError if none)."""
+    return _PUBLIC[event_class]
 
 
 def _payload(event: Any, event_type: str) -> dict[str, Any]:
@@ -78,7 +85,7 @@ def _subject(event: Any) -> dict[str, str]:
 
 def to_record(event: Any, position: int) -> dict[str, Any]:
     """The public record of one domain event at `position` in the store's total order."""
-    event_type = _PUBLIC[type(event)]
+    event_type = public_type(type(event))
     record_name = types.PAYLOAD_RECORDS[event_type]
     subject = _subject(event)
     record = {
@@ -115,3 +122,23 @@ def to_record(event: Any, position: int) -> dict[str, Any]:
             actor=getattr(event, "actor", "") or None,
         )
     return record
+
+
+class Outgoing(NamedTuple):
+    """One record as the relay sends it."""
+
+    access: bool  # an access record: to the restricted topic, not to every subscriber
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def outgoing(mapper: Mapper[Any], codec: AvroCodec, notification: Any) -> Outgoing:
+    """The record of one stored event, the long way: the mapper's domain event, its public
+    record, the codec's encoding. Raises whatever they raise."""
+    record = to_record(mapper.to_domain_event(notification), notification.id)
+    value = codec.encode(record)
+    headers = [("event_type", record["event_type"].encode()),
+               ("event_id", record["event_id"].encode())]  # fmt: skip
+    access = record["event_type"] == types.HISTORY_READ
+    return Outgoing(access, record["account_id"].encode(), value, headers)

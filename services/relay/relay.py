@@ -13,14 +13,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from schemas import event_types as types
 from schemas.codec import SerializationError, citizen_event_codec
 from services.health import ComponentHealth, FatalError
 from services.kafka import (
@@ -32,7 +32,8 @@ from services.kafka import (
 )
 from services.registry.application import Registry
 from services.registry.publication import TopicPublication
-from services.relay.mapping import PUBLIC_TOPICS, to_record
+from services.relay.direct import DirectEncoder
+from services.relay.mapping import PUBLIC_TOPICS, Outgoing, outgoing
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,15 @@ class StoreBehindTopicError(FatalError):
 
 class UnpublishableEventError(FatalError):
     """An event in the store cannot be turned into a public record."""
+
+
+class _Batch(NamedTuple):
+    """Stored events read after a position, their records up to the first that cannot be
+    published, and its error."""
+
+    notifications: Sequence[Any]
+    records: list[Outgoing]
+    error: UnpublishableEventError | None
 
 
 @dataclass(frozen=True)
@@ -138,6 +148,9 @@ class Relay:
         self.published = 0
         self.health = ComponentHealth("relay")
         self._producer: KafkaProducer | None = None
+        self._direct = DirectEncoder(registry.mapper, self.codec)
+        self._reader: ThreadPoolExecutor | None = None
+        self._ahead: tuple[int, Future[_Batch]] | None = None  # (read after, the batch)
 
     def start(self) -> None:
         topic, connection = self.settings.kafka_topic, connect_as(self.settings, "relay")
@@ -151,6 +164,7 @@ class Relay:
             batch_size=256 * 1024,
             max_request_size=8 * 1024 * 1024,
         )
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="relay-read-ahead")
         self._producer.init_transactions()  # fences and aborts any earlier relay's transaction
         self.position = committed_position(self.settings)
         stored = self.registry.recorder.max_notification_id() or 0
@@ -181,62 +195,78 @@ class Relay:
             )
 
     def step(self) -> int:
-        """Publish the next batch in one transaction; returns how many events it held."""
+        """Publish the next batch in one transaction; returns how many events it held.
+
+        While the broker commits it, the batch after it is read and encoded in the background
+        (`_read_ahead`): only read, never published before this one is committed, and thrown
+        away unless the position reached is the one it was read after."""
         assert self._producer is not None, "start() first"
+        batch = self._batch_after(self.position)
+        if not batch.notifications:
+            self.health.lag = 0
+            return 0
+        if batch.records:
+            full = len(batch.notifications) == self.options.batch_size
+            ahead = batch.notifications[-1].id if full and batch.error is None else None
+            self._publish(batch.records, ahead)
+            self.position = batch.notifications[len(batch.records) - 1].id
+            self.published += len(batch.records)
+            self.health.lag = self._lag(len(batch.notifications))
+            if self.on_batch:
+                self.on_batch(len(batch.records), self.position)
+        if batch.error is not None:
+            raise batch.error  # after what came before it, never past it
+        return len(batch.records)
+
+    def _batch_after(self, position: int) -> _Batch:
+        """The batch after `position`: the one read ahead if it was read after it, else read
+        now. A failure to read it is raised here, as if it had been read here."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == position:
+            return ahead[1].result()
+        return self._read(position)
+
+    def _read(self, position: int) -> _Batch:
         notifications = self.registry.recorder.select_notifications(
-            start=self.position,
+            start=position,
             limit=self.options.batch_size,
             topics=PUBLIC_TOPICS,
             inclusive_of_start=False,
         )
-        if not notifications:
-            self.health.lag = 0
-            return 0
         records, unpublishable = self._records(notifications)
-        if records:
-            self._publish(records)
-            self.position = notifications[len(records) - 1].id
-            self.published += len(records)
-            self.health.lag = self._lag(len(notifications))
-            if self.on_batch:
-                self.on_batch(len(records), self.position)
-        if unpublishable is not None:
-            raise unpublishable  # after what came before it, never past it
-        return len(records)
+        return _Batch(notifications, records, unpublishable)
+
+    def _read_ahead(self, position: int) -> None:
+        assert self._reader is not None
+        self._ahead = (position, self._reader.submit(self._read, position))
 
     def _records(
         self, notifications: Sequence[Any]
-    ) -> tuple[list[tuple[dict[str, Any], bytes]], UnpublishableEventError | None]:
+    ) -> tuple[list[Outgoing], UnpublishableEventError | None]:
         """The encoded records up to the first event that cannot be published, and its error."""
-        records = []
+        records: list[Outgoing] = []
+        direct = self._direct.encode
         for n in notifications:
-            try:
-                records.append(self._record(n))
-            except UnpublishableEventError as exc:
-                return records, exc
+            outgoing = direct(n)
+            if outgoing is None:
+                try:
+                    outgoing = self._record(n)
+                except UnpublishableEventError as exc:
+                    return records, exc
+            records.append(outgoing)
         return records, None
 
-    def _publish(self, records: list[tuple[dict[str, Any], bytes]]) -> None:
-        """One Kafka transaction: all of `records` become visible, or none."""
+    def _publish(self, records: list[Outgoing], ahead: int | None = None) -> None:
+        """One Kafka transaction: all of `records` become visible, or none. `ahead`: the
+        position after which to read the next batch while the broker commits this one."""
         assert self._producer is not None
+        send, topics = self._producer.send, (self.settings.kafka_topic, self.settings.access_topic)
         self._producer.begin_transaction()
-        for record, value in records:
-            self._producer.send(
-                self._topic_of(record),
-                key=record["account_id"].encode(),
-                value=value,
-                headers=[
-                    ("event_type", record["event_type"].encode()),
-                    ("event_id", record["event_id"].encode()),
-                ],
-            )
+        for access, key, value, headers in records:
+            send(topics[access], key=key, value=value, headers=headers)
+        if ahead is not None:
+            self._read_ahead(ahead)
         self._producer.commit_transaction()
-
-    def _topic_of(self, record: dict[str, Any]) -> str:
-        """Access records go to the restricted topic, not to every subscriber."""
-        if record["event_type"] == types.HISTORY_READ:
-            return self.settings.access_topic
-        return self.settings.kafka_topic
 
     def _lag(self, published: int) -> int:
         """Store positions not yet published: 0 once a batch came back short (caught up)."""
@@ -244,12 +274,12 @@ class Relay:
             return 0
         return max(0, (self.registry.recorder.max_notification_id() or 0) - self.position)
 
-    def _record(self, notification: Any) -> tuple[dict[str, Any], bytes]:
-        """The public record of one stored event, encoded; never skipped: a failure stops the
-        relay (a fatal error) with the position, and no personal data, in its message."""
+    def _record(self, notification: Any) -> Outgoing:
+        """The public record of one stored event the long way (domain event, mapping, codec);
+        never skipped: a failure stops the relay (a fatal error) with the position, and no
+        personal data, in its message."""
         try:
-            record = to_record(self.registry.mapper.to_domain_event(notification), notification.id)
-            return record, self.codec.encode(record)
+            return outgoing(self.registry.mapper, self.codec, notification)
         except Exception as exc:
             raise UnpublishableEventError(
                 f"the event at store position {notification.id} cannot be published "
@@ -267,6 +297,10 @@ class Relay:
         )
 
     def close(self) -> None:
+        self._ahead = None
+        if self._reader is not None:  # a read under way finishes; what it read is dropped
+            self._reader.shutdown(wait=True, cancel_futures=True)
+            self._reader = None
         if self._producer is not None:
             with contextlib.suppress(KafkaError, OSError):  # a broken producer still closes
                 self._producer.close(timeout=10)
