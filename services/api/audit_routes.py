@@ -6,9 +6,10 @@ browser logs); the retired GET paths that carried it answer 410.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor, wait
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
@@ -20,6 +21,9 @@ from services.api.responses import errors
 from services.registry.application import Registry
 from services.registry.domain import Account
 from services.signer.proofs import SignedView, attach_proofs, checkpoint_json, verify_signed_history
+
+if TYPE_CHECKING:
+    from services.api.bootstrap import Backbone
 
 # The personal fields an event's payload holds sealed (`sealed_<name>`), shown in clear to the
 # auditor beside the sealed value.
@@ -62,9 +66,13 @@ def _record(request: Request, account: Account, purpose: str, scope: str) -> Non
     backbone_of(request).registry.record_access(account, actor, role, purpose, scope)
 
 
-# The read model's query runs here while the read is being recorded (both wait on their engine,
-# not on Python): an answer still leaves only once its record is committed.
+# A history read waits on three engines: the read model's query (with the signed log's proofs
+# of its rows), and the event store's read of the account followed by the commit of the read's
+# access record. The first two run side by side in these threads; the route itself awaits them
+# on the event loop, so no request thread is held and no response waits for a thread hand-off
+# back. An answer still leaves only once its record is committed.
 _QUERIES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="history-rows")
+_RECORDS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="history-record")
 
 
 def revealed(registry: Registry, account_id: UUID, event: dict[str, Any]) -> dict[str, Any]:
@@ -78,33 +86,45 @@ def revealed(registry: Registry, account_id: UUID, event: dict[str, Any]) -> dic
     return {**event, "payload": payload}
 
 
+def _rows_and_proofs(
+    backbone: Backbone, account_id: UUID
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], SignedView | None]:
+    """The account's rows in the read model (events, reads), each given its proof from the
+    signed log (None: no log opened)."""
+    events, reads = backbone.trail.history_and_reads(account_id)
+    view = attach_proofs(backbone.log, account_id, events, reads) if backbone.log else None
+    return events, reads, view
+
+
 READ_ERRORS = errors({404: ["account_not_found"]}, body=True)
 
 
 @router.post("/v1/citizens/history", dependencies=[AUDIT], responses=READ_ERRORS)
-def history(body: HistoryIn, request: Request) -> dict[str, Any]:
+async def history(body: HistoryIn, request: Request) -> dict[str, Any]:
     """Every event of the citizen in order, with the chain and completeness verified, and the
     personal fields in clear for the auditor.
 
     The read itself is recorded (who, when, why) before anything is returned.
     """
     backbone = backbone_of(request)
-    account, recorded = _account(request, body.citizen_id, body.purpose, "history")
+    account_id = backbone.registry.account_id(body.citizen_id)
     # The watermarks first, the rows after: whatever the projectors had read by then is in the
-    # rows; read the other way round, a row stored in between would count as missing.
+    # rows; read the other way round, a row stored in between would count as missing. (The
+    # store may be read before or after the rows: it only grows, and what it holds beyond the
+    # watermark is pending either way.)
     projector, readers = backbone.projector, backbone.access_projector
     watermark = (
-        projector.watermark(str(account.id)) if projector else backbone.trail.watermark(account.id)
+        projector.watermark(str(account_id)) if projector else backbone.trail.watermark(account_id)
     )
-    reads_watermark = readers.watermark(str(account.id)) if readers else watermark
-    rows = _QUERIES.submit(backbone.trail.history_and_reads, account.id)
+    reads_watermark = readers.watermark(str(account_id)) if readers else watermark
+    rows = asyncio.wrap_future(_QUERIES.submit(_rows_and_proofs, backbone, account_id))
+    audited = _RECORDS.submit(_audited_account, request, body.citizen_id, body.purpose, "history")
     try:
-        _record(request, account, body.purpose, "history")  # before anything is answered
+        account, recorded = await asyncio.wrap_future(audited)  # committed, before any answer
     except BaseException:
-        wait([rows])  # not left running behind the error, which is the one raised
+        await asyncio.wait([rows])  # not left running behind the error, which is the one raised
         raise
-    events, reads = rows.result()
-    view = attach_proofs(backbone.log, account.id, events, reads) if backbone.log else None
+    events, reads, view = await rows
     origin = backbone.settings.checkpoint_origin
     verification = verify_signed_history(  # the rows exactly as stored, against what was signed
         origin, events, reads, recorded, watermark, reads_watermark, view or SignedView(None, [])
