@@ -79,12 +79,22 @@ def to_columns(
     ]
 
 
+def seconds_text(moments: list[Any]) -> list[str]:
+    """Epoch milliseconds (or datetimes) as the seconds text a DateTime64(3) column reads
+    ("1687831200.123"; a bare integer would be read as seconds)."""
+    if moments and isinstance(moments[0], datetime):
+        moments = [(m - EPOCH) // MILLISECOND for m in moments]
+    return [f"{m / 1000:.3f}" for m in moments]
+
+
 def from_millis(millis: int) -> datetime:
     """An Avro timestamp-millis (epoch milliseconds), as the UTC moment it is."""
     return EPOCH + timedelta(milliseconds=millis)
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND = timedelta(milliseconds=1)
+_TIME_INDEXES = (COLUMNS.index("occurred_at"), COLUMNS.index("recorded_at"))
 _EVENT_COLUMNS = COLUMNS[: COLUMNS.index("station_id")]  # taken from the event as they are
 
 
@@ -181,11 +191,14 @@ class AuditTrail:
         self.access_table = f"{database}.{ACCESS_TABLE}"
 
     def store(self, columns: list[list[Any]], token: str | None = None) -> None:
-        """One column-oriented INSERT of `columns` (`to_columns`); with `token` (topic id,
-        partitions and offset ranges of the batch) the same batch inserted again is dropped,
-        rows and every count derived from them alike (views.sql)."""
+        """One column-oriented INSERT of `columns` (`to_columns`, sent as JSON columns); with
+        `token` (topic id, partitions and offset ranges of the batch) the same batch inserted
+        again is dropped, rows and every count derived from them alike (views.sql)."""
         if columns and columns[0]:
-            self.client.insert(self.table, columns, COLUMNS, dedup_token=token, by_column=True)
+            sent = list(columns)
+            for index in _TIME_INDEXES:
+                sent[index] = seconds_text(columns[index])
+            self.client.insert_json_columns(self.table, sent, COLUMNS, dedup_token=token)
 
     def watermarks(self) -> dict[int, datetime]:
         """partition -> the newest recording time stored from it."""
