@@ -28,6 +28,11 @@ from services.kafka import (
 from services.settings import Settings
 
 
+# Records per INSERT in a rebuild: small enough that storing one batch overlaps reading and
+# decoding the next even when the whole topic arrives in one fetch, large enough for few parts.
+REBUILD_BATCH = 5000
+
+
 def end_offsets(consumer: KafkaConsumer, topic: str) -> dict[TopicPartition, int]:
     parts = consumer.partitions_for_topic(topic) or set()
     return consumer.end_offsets([TopicPartition(topic, p) for p in sorted(parts)])  # type: ignore[no-any-return]
@@ -75,7 +80,8 @@ def _replay(
             while remaining:
                 before = {tp: consumer.position(tp) for tp in remaining}
                 # stored while the next poll is read and decoded (one INSERT at a time)
-                projector.submit_batch(consumer.poll(timeout_ms=500), limit=ends)
+                polled = consumer.poll(timeout_ms=500, max_records=REBUILD_BATCH)
+                projector.submit_batch(polled, limit=ends)
                 for tp in list(remaining):
                     position = consumer.position(tp)
                     bar.update(min(position, ends[tp]) - min(before[tp], ends[tp]))
