@@ -237,7 +237,9 @@ class Projector:
         """Commit `positions` unless they are committed already (only stored rows are covered:
         else the group would claim rows not yet written; markers alone also move them)."""
         assert self._consumer is not None
-        if positions != self._committed:
+        assigned = self._consumer.assignment()  # a rebalance since: not the partitions it lost
+        positions = {tp: offset for tp, offset in positions.items() if tp in assigned}
+        if positions and positions != self._committed:
             self._consumer.commit({tp: OffsetAndMetadata(offset, "", -1)
                                    for tp, offset in positions.items()})  # fmt: skip
             self._committed = positions
