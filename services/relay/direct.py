@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import orjson
-from eventsourcing.persistence import JSONTranscoder, Mapper
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from eventsourcing.cryptography import AESCipher
+from eventsourcing.persistence import Cipher, JSONTranscoder, Mapper
 from eventsourcing.utils import resolve_topic
 
 from schemas import event_types as types
@@ -46,7 +49,8 @@ _HIGH: dict[int, bytes] = {}  # varints of what is above the low 14 bits (times,
 _LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
 _INT_MIN, _INT_MAX = -(1 << 31), (1 << 31) - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NULL = b"\x00"  # union branch 0 (null) of `actor`
+_MILLISECOND = timedelta(milliseconds=1)
+_ZERO = _NULL = b"\x00"  # the long 0; union branch 0 (null) of `actor`
 _STRING = b"\x02"  # union branch 1 (string) of `actor`
 
 
@@ -54,39 +58,27 @@ class _Unexpected(Exception):
     """A value the direct path does not write: the long way decides."""
 
 
-def _unsigned(value: int) -> bytes:
-    """The varint of `value` >= 0: a table for the low 14 bits; what is above them changes
-    seldom from one event to the next (a time every 8 s, a position every 8,192)."""
+def _high(value: int) -> bytes:
+    if len(_HIGH) > 1 << 16:
+        _HIGH.clear()
+    found = _HIGH[value] = _varint(value)
+    return found
+
+
+def _zigzag(value: int, low: int, high: int) -> bytes:
+    """The zigzag varint of an integer from `low` to `high`: a table for the low 14 bits;
+    what is above them changes seldom from one event to the next (a time every 8 s, a
+    position every 8,192)."""
+    if type(value) is not int or not low <= value <= high:
+        raise _Unexpected
+    value = value << 1 if value >= 0 else ((-value) << 1) - 1
     if value < 1 << 14:
         return _SMALL[value]
-    high = value >> 14
-    found = _HIGH.get(high)
-    if found is None:
-        if len(_HIGH) > 1 << 16:
-            _HIGH.clear()
-        found = _HIGH[high] = _varint(high)
-    return _LOW[value & 0x3FFF] + found
+    return _LOW[value & 0x3FFF] + (_HIGH.get(value >> 14) or _high(value >> 14))
 
 
 def _long(value: int) -> bytes:
-    if type(value) is not int or not _LONG_MIN <= value <= _LONG_MAX:
-        raise _Unexpected
-    return _unsigned(value << 1 if value >= 0 else ((-value) << 1) - 1)
-
-
-def _int(value: int) -> bytes:
-    if type(value) is not int or not _INT_MIN <= value <= _INT_MAX:
-        raise _Unexpected
-    return _unsigned(value << 1 if value >= 0 else ((-value) << 1) - 1)
-
-
-def _strings(parts: list[bytes], *values: Any) -> None:
-    for value in values:
-        if type(value) is not str:
-            raise _Unexpected
-        data = value.encode()
-        parts.append(_LENGTHS[len(data)])  # IndexError beyond 16 KiB: the long way
-        parts.append(data)
+    return _zigzag(value, _LONG_MIN, _LONG_MAX)
 
 
 def _millis(value: Any) -> bytes:
@@ -97,8 +89,8 @@ def _millis(value: Any) -> bytes:
     moment = datetime.fromisoformat(value)
     if moment.tzinfo is None:
         raise _Unexpected
-    delta = moment - _EPOCH
-    return _long((delta.days * 86400 + delta.seconds) * 1000 + delta.microseconds // 1000)
+    # fastavro: (days * 86400 + seconds) * 1000 + int(microseconds / 1000) of the delta
+    return _zigzag((moment - _EPOCH) // _MILLISECOND, _LONG_MIN, _LONG_MAX)
 
 
 def _event_id(account: bytes, version: int) -> str:
@@ -120,12 +112,27 @@ def _timestamp(state: dict[str, Any]) -> Any:
     return stamp["_data_"]
 
 
+def _decrypter(cipher: Cipher) -> Callable[[bytes], bytes]:
+    """`cipher.decrypt`; for the library's AESCipher (eventsourcing 9.5.6: nonce, tag and
+    ciphertext; a new AESGCM each call) the same with one AESGCM for every event."""
+    if type(cipher) is not AESCipher:
+        return cipher.decrypt
+    aead = AESGCM(cipher.key)
+
+    def decrypt(data: bytes) -> bytes:
+        if len(data) < 28:
+            raise _Unexpected
+        return aead.decrypt(data[:12], data[28:] + data[12:28], None)
+
+    return decrypt
+
+
 class DirectEncoder:
     """Stored events of the public topics to the records the relay sends, without the mapper's
     domain events, the mapping's record dicts or the codec's schema walk."""
 
     def __init__(self, mapper: Mapper[Any], codec: AvroCodec) -> None:
-        self._decrypt = mapper.cipher.decrypt if mapper.cipher else None
+        self._decrypt = _decrypter(mapper.cipher) if mapper.cipher else None
         self._decompress = mapper.compressor.decompress if mapper.compressor else None
         self._header = codec.header
         self._types: dict[str, str] = {}
@@ -136,7 +143,7 @@ class DirectEncoder:
         self.enabled = isinstance(mapper.transcoder, JSONTranscoder) and (
             codec.writer == load_schema(WRITER_SCHEMA)
         )
-        self._bodies: dict[str, Callable[[list[bytes], dict[str, Any]], None]] = {
+        self._bodies: dict[str, Callable[[dict[str, Any]], tuple[Any, ...]]] = {
             types.REGISTRATION_RECEIVED: _registration,
             types.REGISTRATION_DECIDED: _decision,
             types.ACCOUNT_ACTIVATED: _activation,
@@ -165,79 +172,80 @@ class DirectEncoder:
         if type(state) is not dict or "class_version" in state:
             raise _Unexpected
         originator = notification.originator_id
+        if type(originator) is not UUID:
+            raise _Unexpected
         version = notification.originator_version
-        parts = [self._header]
-        access = event_type == types.HISTORY_READ
-        if access:
+        event_id = _event_id(originator.bytes, version)
+        occurred, recorded = _millis(state["occurred_at"]), _millis(_timestamp(state))
+        if event_type == types.HISTORY_READ:  # no sequence, no chain, no citizen (mapping.py)
             subject, account = state["subject"], state["account_id"]
-            event_id = _event_id(originator.bytes, version)
-            _strings(parts, event_id, event_type, account)
-            parts += (_long(0), _long(notification.id))
-            _strings(parts, "")
+            items = [event_id, event_type, account, _ZERO, _long(notification.id), "",
+                     occurred, recorded, subject["province_code"], subject["commune_code"],
+                     "", "", *_read(state), _NULL]  # fmt: skip
         else:
             account = str(originator)
-            event_id = _event_id(originator.bytes, version)
-            _strings(parts, event_id, event_type, account)
-            parts += (_long(version), _long(notification.id))
             if "subject" in state:
                 subject = state["subject"]
-                _strings(parts, subject["sealed_citizen_id"])
+                citizen = subject["sealed_citizen_id"]
             else:  # the created event: the citizen and the registration it came from
-                subject = state["registration"]
-                _strings(parts, state["sealed_citizen_id"])
-        parts += (_millis(state["occurred_at"]), _millis(_timestamp(state)))
-        _strings(parts, subject["province_code"], subject["commune_code"])
-        if access:
-            _strings(parts, "", "")
-        else:
+                subject, citizen = state["registration"], state["sealed_citizen_id"]
             link = state["link"]
-            _strings(parts, link["previous_hash"], link["hash"])
-        self._bodies[event_type](parts, state)
-        actor = None if access else state.get("actor", "") or None
-        if actor is None:
-            parts.append(_NULL)
-        else:
-            parts.append(_STRING)
-            _strings(parts, actor)
+            items = [event_id, event_type, account, _long(version), _long(notification.id),
+                     citizen, occurred, recorded, subject["province_code"],
+                     subject["commune_code"], link["previous_hash"], link["hash"],
+                     *self._bodies[event_type](state)]  # fmt: skip
+            actor = state.get("actor", "") or None
+            items += (_NULL,) if actor is None else (_STRING, actor)
         headers = [("event_type", event_type.encode()), ("event_id", event_id.encode())]
-        if type(account) is not str:
+        value = _joined(self._header, items)
+        return Outgoing(event_type == types.HISTORY_READ, account.encode(), value, headers)
+
+
+def _joined(header: bytes, items: list[Any]) -> bytes:
+    """The header, then each item: a str as an Avro string, bytes as they are (already
+    encoded), anything else not taken."""
+    parts = [header]
+    append = parts.append
+    for item in items:
+        kind = type(item)
+        if kind is str:
+            data = item.encode()
+            append(_LENGTHS[len(data)])  # IndexError beyond 16 KiB: the long way
+            append(data)
+        elif kind is bytes:
+            append(item)
+        else:
             raise _Unexpected
-        return Outgoing(access, account.encode(), b"".join(parts), headers)
+    return b"".join(parts)
 
 
-# The payload union's branches, in the schema's order, each a zigzag varint of its index.
+# The payload union's branches, in the schema's order: a zigzag varint of the index, then the
+# record's fields.
 
 
-def _registration(parts: list[bytes], state: dict[str, Any]) -> None:
+def _registration(state: dict[str, Any]) -> tuple[Any, ...]:
     reg = state["registration"]
-    parts.append(b"\x00")
-    _strings(parts, reg["sealed_full_name"], reg["sealed_date_of_birth"], reg["sealed_sex"],
-             reg["station_id"], reg["device_id"], reg["operator_id"], reg["channel"],
-             reg["phone"])  # fmt: skip
-    parts.append(_int(state.get("attempt", 1)))
+    return (b"\x00", reg["sealed_full_name"], reg["sealed_date_of_birth"], reg["sealed_sex"],
+            reg["station_id"], reg["device_id"], reg["operator_id"], reg["channel"],
+            reg["phone"], _zigzag(state.get("attempt", 1), _INT_MIN, _INT_MAX))  # fmt: skip
 
 
-def _decision(parts: list[bytes], state: dict[str, Any]) -> None:
-    parts.append(b"\x02")
-    _strings(parts, state["decision"], state["sealed_reason"])
+def _decision(state: dict[str, Any]) -> tuple[Any, ...]:
+    return b"\x02", state["decision"], state["sealed_reason"]
 
 
-def _activation(parts: list[bytes], state: dict[str, Any]) -> None:
-    parts.append(b"\x04")
-    _strings(parts, state["method"])
+def _activation(state: dict[str, Any]) -> tuple[Any, ...]:
+    return b"\x04", state["method"]
 
 
-def _status(parts: list[bytes], state: dict[str, Any]) -> None:
-    parts.append(b"\x06")
-    _strings(parts, state["status"], state["sealed_reason"], state["source"],
-             state["account_state"], state["citizen_status"])  # fmt: skip
+def _status(state: dict[str, Any]) -> tuple[Any, ...]:
+    return (b"\x06", state["status"], state["sealed_reason"], state["source"],
+            state["account_state"], state["citizen_status"])  # fmt: skip
 
 
-def _erasure(parts: list[bytes], state: dict[str, Any]) -> None:
-    parts.append(b"\x08")
-    _strings(parts, state["legal_basis"], state["reference"])
+def _erasure(state: dict[str, Any]) -> tuple[Any, ...]:
+    return b"\x08", state["legal_basis"], state["reference"]
 
 
-def _read(parts: list[bytes], state: dict[str, Any]) -> None:
-    parts.append(b"\x0a")
-    _strings(parts, state["actor"], state["role"], state["purpose"], state["scope"])
+def _read(state: dict[str, Any]) -> tuple[Any, ...]:
+    return b"\x0a", state["actor"], state["role"], state["purpose"], state["scope"]

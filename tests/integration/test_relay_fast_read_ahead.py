@@ -1,5 +1,6 @@
-"""The relay's direct path and its read-ahead on the real store and broker: what it publishes is
-what the long way encodes, and a batch read ahead never skips or repeats an event."""
+"""The relay's direct path and its read-ahead on the real store and broker: every stored event
+takes the direct path, what the relay publishes is what the long way encodes, and a batch read
+ahead never skips or repeats an event."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from schemas.codec import citizen_event_codec
 from services.registry.application import Registry
 from services.registry.commands import ActivateAccount, ChangeStatus, EraseCitizen
 from services.registry.domain import AccessRecord
+from services.relay.direct import DirectEncoder
 from services.relay.mapping import PUBLIC_TOPICS, outgoing
 from services.relay.relay import Relay, RelayOptions
 from services.settings import Settings
@@ -51,6 +53,17 @@ def published(bootstrap: str, settings: Settings, stored: list[Any]) -> list[Any
 
 def stored_public(registry: Registry) -> list[Any]:
     return list(registry.recorder.select_notifications(start=1, limit=10**6, topics=PUBLIC_TOPICS))
+
+
+def test_every_event_in_the_store_takes_the_direct_path(env_for) -> None:
+    registry = Registry(Settings.from_env(env_for()))
+    every_kind_of_event(registry, 6)
+    direct = DirectEncoder(registry.mapper, citizen_event_codec())
+
+    rows = stored_public(registry)
+
+    assert len(rows) == 6 * 3 + 2 + 2 * 2  # 6 registered, decided, read; 2 activated; 2 erased
+    assert all(direct.encode(row) is not None for row in rows)
 
 
 def test_what_the_relay_publishes_is_what_the_long_way_encodes(kafka_bootstrap, env_for) -> None:

@@ -125,6 +125,7 @@ def access_record(draw: st.DrawFn) -> Any:
 
 
 def stored(chosen: Mapper[Any], event: Any, position: int) -> Notification:
+    """The event as the store gives it back."""
     s = chosen.to_stored_event(event)
     return Notification(
         id=position,
@@ -197,6 +198,16 @@ def test_what_it_does_not_expect_goes_the_long_way(case: str) -> None:
     notification = stored(chosen, unexpected_states()[case], 3)
 
     assert DirectEncoder(chosen, codec).encode(notification) is None
+
+
+@pytest.mark.parametrize("text", [str, lambda u: u.hex, lambda u: f"{{{u}}}"])
+def test_an_originator_id_as_text_goes_the_long_way(text: Callable[[Any], str]) -> None:
+    chosen, codec = MAPPERS["cipher"], citizen_event_codec()
+    s = stored(chosen, plain_events()[0], 3)
+    other = s.__class__(**{**s.__dict__, "originator_id": text(s.originator_id)})
+
+    assert DirectEncoder(chosen, codec).encode(other) is None
+    assert outgoing(chosen, codec, other) == outgoing(chosen, codec, s)
 
 
 def test_a_long_string_is_still_encoded_when_it_fits_the_table() -> None:
