@@ -7,7 +7,8 @@ browser logs); the retired GET paths that carried it answer 410.
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
@@ -66,11 +67,12 @@ def _record(request: Request, account: Account, purpose: str, scope: str) -> Non
     backbone_of(request).registry.record_access(account, actor, role, purpose, scope)
 
 
-# A history read waits on three engines: the read model's query (with the signed log's proofs
-# of its rows), and the event store's read of the account followed by the commit of the read's
-# access record. The first two run side by side in these threads; the route itself awaits them
-# on the event loop, so no request thread is held and no response waits for a thread hand-off
-# back. An answer still leaves only once its record is committed.
+# A history read waits on three engines: the read model (watermarks, then rows, then the
+# signed log's proofs of them) in one thread, and the event store (the account, then the
+# commit of the read's access record) in another, side by side. The route awaits them on the
+# event loop: no request thread is held, and nothing that blocks (a store, a key read, a lock
+# the command writer may hold) runs on the loop. An answer still leaves only once its record
+# is committed, and personal fields are opened only after that.
 _QUERIES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="history-rows")
 _RECORDS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="history-record")
 
@@ -86,14 +88,38 @@ def revealed(registry: Registry, account_id: UUID, event: dict[str, Any]) -> dic
     return {**event, "payload": payload}
 
 
-def _rows_and_proofs(
-    backbone: Backbone, account_id: UUID
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], SignedView | None]:
-    """The account's rows in the read model (events, reads), each given its proof from the
-    signed log (None: no log opened)."""
+@dataclass(frozen=True)
+class _Shown:
+    """What the read model shows of one account, as of its watermarks, with its proofs; the
+    events with their personal fields in clear once the read is recorded (else None)."""
+
+    watermark: datetime | None
+    reads_watermark: datetime | None
+    events: list[dict[str, Any]]
+    reads: list[dict[str, Any]]
+    view: SignedView | None
+    clear: list[dict[str, Any]] | None
+
+
+def _shown(backbone: Backbone, account_id: UUID, audited: Future[Any]) -> _Shown:
+    """The read model's part of a history read (one thread, in this order)."""
+    # The watermarks first, the rows after: whatever the projectors had read by then is in the
+    # rows; read the other way round, a row stored in between would count as missing. (The
+    # event store may be read before or after: it only grows, and what it holds beyond the
+    # watermark is pending either way.)
+    projector, readers = backbone.projector, backbone.access_projector
+    watermark = (
+        projector.watermark(str(account_id)) if projector else backbone.trail.watermark(account_id)
+    )
+    reads_watermark = readers.watermark(str(account_id)) if readers else watermark
     events, reads = backbone.trail.history_and_reads(account_id)
     view = attach_proofs(backbone.log, account_id, events, reads) if backbone.log else None
-    return events, reads, view
+    try:
+        audited.result()  # the record is usually committed by now: the query takes longer
+    except BaseException:  # not recorded (the route answers with the error): nothing opened
+        return _Shown(watermark, reads_watermark, events, reads, view, None)
+    clear = [revealed(backbone.registry, account_id, e) for e in events]
+    return _Shown(watermark, reads_watermark, events, reads, view, clear)
 
 
 READ_ERRORS = errors({404: ["account_not_found"]}, body=True)
@@ -108,35 +134,28 @@ async def history(body: HistoryIn, request: Request) -> dict[str, Any]:
     """
     backbone = backbone_of(request)
     account_id = backbone.registry.account_id(body.citizen_id)
-    # The watermarks first, the rows after: whatever the projectors had read by then is in the
-    # rows; read the other way round, a row stored in between would count as missing. (The
-    # store may be read before or after the rows: it only grows, and what it holds beyond the
-    # watermark is pending either way.)
-    projector, readers = backbone.projector, backbone.access_projector
-    watermark = (
-        projector.watermark(str(account_id)) if projector else backbone.trail.watermark(account_id)
-    )
-    reads_watermark = readers.watermark(str(account_id)) if readers else watermark
-    rows = asyncio.wrap_future(_QUERIES.submit(_rows_and_proofs, backbone, account_id))
     audited = _RECORDS.submit(_audited_account, request, body.citizen_id, body.purpose, "history")
+    shown = asyncio.wrap_future(_QUERIES.submit(_shown, backbone, account_id, audited))
     try:
         account, recorded = await asyncio.wrap_future(audited)  # committed, before any answer
     except BaseException:
-        await asyncio.wait([rows])  # not left running behind the error, which is the one raised
+        await asyncio.wait([shown])  # not left running behind the error, the one raised
         raise
-    events, reads, view = await rows
+    rows = await shown
+    assert rows.clear is not None  # the record was committed
     origin = backbone.settings.checkpoint_origin
     verification = verify_signed_history(  # the rows exactly as stored, against what was signed
-        origin, events, reads, recorded, watermark, reads_watermark, view or SignedView(None, [])
-    )
+        origin, rows.events, rows.reads, recorded, rows.watermark, rows.reads_watermark,
+        rows.view or SignedView(None, []),
+    )  # fmt: skip
     backbone.metrics.verification(verification["status"])
     return {
         "citizen_id": body.citizen_id,
         "account_id": str(account.id),
         "state": account.snapshot_state(),
-        "events": [revealed(backbone.registry, account.id, e) for e in events],
-        "reads": reads,
-        "checkpoint": checkpoint_json(origin, view.checkpoint if view else None),
+        "events": rows.clear,
+        "reads": rows.reads,
+        "checkpoint": checkpoint_json(origin, rows.view.checkpoint if rows.view else None),
         "verification": verification,
     }
 

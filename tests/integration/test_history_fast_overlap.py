@@ -14,6 +14,8 @@ from services.api.app import create_app
 from services.settings import Settings
 from tests.support.environment import bearer
 from tests.support.factories import registration_body
+from tests.support.kafka import publish_all
+from tests.support.waiting import wait_until
 
 WAIT_S = 30  # a bound on each hand-off below, never reached when the read works
 
@@ -105,3 +107,28 @@ def test_a_failed_read_model_query_answers_500_with_the_read_recorded(app, monke
     assert response.status_code == 500
     assert "events" not in response.text and citizen_id not in response.text
     assert backbone.registry.recorder.max_notification_id() == before + 1
+
+
+def test_a_read_that_cannot_be_recorded_opens_no_personal_field(app, monkeypatch) -> None:
+    client, backbone = app
+    citizen_id = registered(client)
+    publish_all(backbone.settings, backbone.registry)
+    wait_until(lambda: read(client, citizen_id).json()["events"], 60)  # a field to open
+    opened = []
+    real_reveal = backbone.registry.reveal
+
+    def reveal(*args: Any) -> Any:
+        opened.append(args)
+        return real_reveal(*args)
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(backbone.registry, "reveal", reveal)
+    monkeypatch.setattr(backbone.registry, "record_access", refused)
+    failing = TestClient(client.app, raise_server_exceptions=False)  # no second start-up
+
+    response = read(failing, citizen_id)
+
+    assert response.status_code == 500
+    assert opened == []
