@@ -222,6 +222,7 @@ def _add_before(app: Any, module_file: Path) -> None:
     spec = importlib.util.spec_from_file_location("before_audit_routes", module_file)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
     spec.loader.exec_module(module)
     route = next(r for r in module.router.routes
                  if isinstance(r, APIRoute) and r.path == "/v1/citizens/history")  # fmt: skip
