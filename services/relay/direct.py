@@ -30,7 +30,7 @@ from schemas import event_types as types
 from schemas.codec import SCHEMA_DIR, AvroCodec, load_schema
 from services.relay.mapping import PUBLIC_TOPICS, Outgoing, public_type
 
-WRITER_SCHEMA = SCHEMA_DIR / "citizen_event.v3.avsc"  # the layout `_body` writes
+WRITER_SCHEMA = SCHEMA_DIR / "citizen_event.v3.avsc"  # the layout `_encode` writes
 
 
 def _varint(value: int) -> bytes:

@@ -20,6 +20,7 @@ from uuid import UUID
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
+from kafka.partitioner.default import murmur2
 
 from schemas.codec import SerializationError, citizen_event_codec
 from services.health import ComponentHealth, FatalError
@@ -50,11 +51,18 @@ class UnpublishableEventError(FatalError):
 
 class _Batch(NamedTuple):
     """Stored events read after a position, their records up to the first that cannot be
-    published, and its error."""
+    published (each with its topic and partition), and its error."""
 
     notifications: Sequence[Any]
-    records: list[Outgoing]
+    records: list[tuple[str, int, Outgoing]]
     error: UnpublishableEventError | None
+
+
+def partition_of(key: bytes, partitions: Sequence[int]) -> int:
+    """The partition kafka-python's default partitioner gives `key` among `partitions` (its
+    murmur2, as the Java client's): the relay passes it to send() itself."""
+    index: int = murmur2(key) & 0x7FFFFFFF
+    return partitions[index % len(partitions)]
 
 
 @dataclass(frozen=True)
@@ -245,7 +253,16 @@ class Relay:
             inclusive_of_start=False,
         )
         records, unpublishable = self._records(notifications)
-        return _Batch(notifications, records, unpublishable)
+        return _Batch(notifications, self._placed(records), unpublishable)
+
+    def _placed(self, records: list[Outgoing]) -> list[tuple[str, int, Outgoing]]:
+        """Each record with its topic and the partition the default partitioner would choose
+        for its key: found here, off the sending thread when read ahead, and each topic's
+        partitions looked up once a batch (send() looks them up, sorted, for every record)."""
+        assert self._producer is not None
+        topics = (self.settings.kafka_topic, self.settings.access_topic)
+        partitions = [sorted(self._producer.partitions_for(topic)) for topic in topics]
+        return [(topics[r.access], partition_of(r.key, partitions[r.access]), r) for r in records]
 
     def _read_ahead(self, position: int) -> None:
         assert self._reader is not None
@@ -267,14 +284,14 @@ class Relay:
             records.append(outgoing)
         return records, None
 
-    def _publish(self, records: list[Outgoing], ahead: int | None = None) -> None:
+    def _publish(self, records: list[tuple[str, int, Outgoing]], ahead: int | None = None) -> None:
         """One Kafka transaction: all of `records` become visible, or none. `ahead`: the
         position after which to read the next batch while the broker commits this one."""
         assert self._producer is not None
-        send, topics = self._producer.send, (self.settings.kafka_topic, self.settings.access_topic)
+        send = self._producer.send
         self._producer.begin_transaction()
-        for access, key, value, headers in records:
-            send(topics[access], key=key, value=value, headers=headers)
+        for topic, partition, (_, key, value, headers) in records:
+            send(topic, key=key, value=value, headers=headers, partition=partition)
         if ahead is not None:
             self._read_ahead(ahead)
         self._producer.commit_transaction()

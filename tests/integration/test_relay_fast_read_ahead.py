@@ -1,6 +1,7 @@
 """The relay's direct path and its read-ahead on the real store and broker: every stored event
-takes the direct path, what the relay publishes is what the long way encodes, and a batch read
-ahead never skips or repeats an event."""
+takes the direct path, what the relay publishes is what the long way encodes (on the partition
+the default partitioner would choose), and a batch read ahead never skips or repeats an
+event."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from services.registry.commands import ActivateAccount, ChangeStatus, EraseCitiz
 from services.registry.domain import AccessRecord
 from services.relay.direct import DirectEncoder
 from services.relay.mapping import PUBLIC_TOPICS, outgoing
-from services.relay.relay import Relay, RelayOptions
+from services.relay.relay import Relay, RelayOptions, partition_of
 from services.settings import Settings
 from tests.support.factories import approve_command, personal_number, register_command
 from tests.support.kafka import read_topic
@@ -87,6 +88,7 @@ def test_what_the_relay_publishes_is_what_the_long_way_encodes(kafka_bootstrap, 
         expected, record = outgoing(registry.mapper, codec, n), by_position[n.id]
         topic = settings.access_topic if expected.access else settings.kafka_topic
         assert (record.topic, record.key, record.value) == (topic, expected.key, expected.value)
+        assert record.partition == partition_of(record.key, [0, 1, 2])  # the default's choice
         assert [(k, bytes(v)) for k, v in record.headers] == expected.headers
 
 
