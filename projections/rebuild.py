@@ -27,7 +27,6 @@ from services.kafka import (
 )
 from services.settings import Settings
 
-
 # Records per INSERT in a rebuild: small enough that storing one batch overlaps reading and
 # decoding the next even when the whole topic arrives in one fetch, large enough for few parts.
 REBUILD_BATCH = 5000

@@ -10,7 +10,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from projections.audit import AuditTrail, audit_trail
+from projections.audit import COLUMNS, AuditTrail, audit_trail
 from projections.clickhouse import connect
 from projections.rebuild import rebuild
 from services.registry.application import Registry
@@ -249,3 +249,33 @@ def test_a_long_dashboard_read_does_not_hold_up_the_projector(
             assert answer.status_code == 201
             publish_all(settings, backbone.registry)
             wait_until(lambda: backbone.projector.stored >= 1, 30)  # stored all the same
+
+
+def test_reads_kept_in_the_events_table_by_older_read_models_are_not_history_events(
+    kafka_bootstrap, env_for, chdb_url
+) -> None:
+    settings = Settings.from_env(env_for())
+    registry, trail = loaded(settings, chdb_url)
+    account = trail.client.query_rows(f"SELECT any(account_id) FROM {trail.table}")[0][0]
+    events, reads = trail.history_and_reads(account)
+    assert events and not reads
+    # an older read model kept the reads of an account among its events
+    row = trail.client.query_rows(
+        f"SELECT * EXCEPT (projected_at, shown) FROM {trail.table} WHERE account_id = "
+        "{a:UUID} ORDER BY sequence LIMIT 1",
+        {"a": str(account)},
+    )[0]
+    names = list(COLUMNS)
+    old_read = list(row)
+    old_read[names.index("event_type")] = "history_read"
+    old_read[names.index("sequence")] = 99
+    trail.client.insert(trail.table, [old_read], names)
+    assert (
+        trail.client.query_rows(
+            f"SELECT count() FROM {trail.table} WHERE account_id = {{a:UUID}}", {"a": str(account)}
+        )[0][0]
+        == len(events) + 1
+    )
+    again, reads_again = trail.history_and_reads(account)
+    assert again == events and not reads_again
+    assert trail.history(account) == events
