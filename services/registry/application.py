@@ -115,7 +115,7 @@ _gc_was_enabled = False
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """The cyclic garbage collector paused while a batch runs (process-wide: the first batch to
     start pauses it, the last to end restores what it was). A batch of 1,000 commands makes
     tens of thousands of objects that live until it is saved, so the collector ran several
@@ -265,7 +265,7 @@ class Registry(Application[UUID]):
         ]
         # The data keys of the batch's accounts read in a few queries, not one per account;
         # dropped before a conflict's one-by-one redo (another writer may have made some).
-        with _collector_paused(), self.keys.preloaded(accounts):
+        with collector_paused(), self.keys.preloaded(accounts):
             pending.read = self._get_many([i for pair in ids for i in pair])
             for command, pair in zip(commands, ids, strict=True):
                 try:

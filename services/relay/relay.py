@@ -32,7 +32,7 @@ from services.kafka import (
     run_restarting,
 )
 from services.registry.application import Registry
-from services.registry.application import _collector_paused as collector_paused
+from services.registry.application import collector_paused
 from services.registry.publication import TopicPublication
 from services.relay.direct import DirectEncoder
 from services.relay.mapping import PUBLIC_TOPICS, Outgoing, outgoing

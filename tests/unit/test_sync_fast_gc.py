@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from services.registry import application
-from services.registry.application import Registry, _collector_paused
+from services.registry.application import Registry, collector_paused
 from services.settings import Settings
 from tests.support.factories import register_command
 
@@ -56,7 +56,7 @@ def test_a_failing_batch_restores_it_and_a_paused_collector_stays_paused(
     assert gc.isenabled()
 
     gc.disable()  # someone else's choice: kept
-    with _collector_paused():
+    with collector_paused():
         assert not gc.isenabled()
     assert not gc.isenabled()
 
@@ -65,14 +65,14 @@ def test_overlapping_batches_leave_it_on_only_once_the_last_ends() -> None:
     first_in, release = threading.Event(), threading.Event()
 
     def first() -> None:
-        with _collector_paused():
+        with collector_paused():
             first_in.set()
             release.wait(5)
 
     thread = threading.Thread(target=first)
     thread.start()
     first_in.wait(5)
-    with _collector_paused():
+    with collector_paused():
         assert not gc.isenabled()
     assert not gc.isenabled()  # the first batch still runs
     release.set()
