@@ -31,8 +31,7 @@ from services.kafka import (
     prepare_topic,
     run_restarting,
 )
-from services.registry.application import Registry
-from services.registry.application import collector_paused
+from services.registry.application import Registry, collector_paused
 from services.registry.publication import TopicPublication
 from services.relay.direct import DirectEncoder
 from services.relay.mapping import PUBLIC_TOPICS, Outgoing, outgoing
