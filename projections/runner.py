@@ -275,11 +275,9 @@ class Projector:
     ) -> int:
         """Decode and store one poll's records in one INSERT (records at or past `limit` are
         left out), after every dead letter of the poll is acknowledged; returns when stored."""
+        sent = self.submit_batch(polled, limit)
         self.flush()
-        batch = self._decoded(polled, limit)
-        self.dead_letters.wait_acknowledged()
-        self._store(batch)
-        return len(batch.events)
+        return sent
 
     def submit_batch(
         self,
